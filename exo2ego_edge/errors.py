@@ -1,0 +1,8 @@
+"""The one exception type a user sees: its message is a single line, printed without traceback."""
+
+
+class UserError(Exception):
+    """A failure caused by the user's input or environment; the CLI prints it as one line."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
