@@ -1,0 +1,212 @@
+"""The bundle: the contract between export and the runtime.
+
+A bundle is a folder: ``manifest.json`` + ``vision.onnx`` + ``decoder.onnx`` + the token
+embedding table + ``tokenizer.json`` [+ ``engines/``]. The manifest is parsed strictly (unknown
+keys are refused, like ONNX Runtime GenAI's genai_config.json) and every file's sha256 is checked
+before anything runs, so a bundle that does not match is refused with a one-line reason.
+
+Graph interface (names are part of the contract):
+
+- vision: ``frames`` uint8 (N, H, W, 3) RGB at the model's size -> ``visual_tokens`` float
+  (N, P, D). Frames are the batch axis: every op is per frame, so a live source encodes each new
+  frame once and caches its P tokens.
+- decoder: ``inputs_embeds`` (B, S, D), ``attention_mask`` int64 (B, past + S), ``position_ids``
+  int64 (B, S), ``past_key_values.{i}.key|value`` (B, kv_heads, past, head_dim) -> ``logits``
+  (B, S, V) and ``present.{i}.key|value`` (B, kv_heads, past + S, head_dim).
+
+No torch here: the runtime imports this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exo2ego_edge.errors import UserError
+
+FORMAT = "exo2ego-edge-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class BundleError(UserError):
+    """A bundle that cannot be used: missing, tampered, malformed or of another format version."""
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name: "uint8", "float32", "float16", "int64"
+    shape: list[int | str]  # ints are fixed, strings name a dynamic axis
+
+
+@dataclass
+class GraphSpec:
+    file: str
+    precision: str  # "fp32" | "fp16" | "int8" | "int4"
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    opset: int = 17
+
+    def __post_init__(self) -> None:
+        self.inputs = [_strict(TensorSpec, t, f"graph {self.file} input") for t in self.inputs]
+        self.outputs = [_strict(TensorSpec, t, f"graph {self.file} output") for t in self.outputs]
+
+
+@dataclass
+class Preprocessing:
+    num_frames: int
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    sampling: str = "uniform"  # frames spread uniformly over the clip
+    frame_layout: str = "NHWC-uint8-RGB"
+
+
+@dataclass
+class PromptSpec:
+    template: str
+    system: str
+    prefix: str  # text before the visual tokens ({system} already filled in)
+    question: str  # text after them, with a "{question}" placeholder
+    stop_ids: list[int]
+    pad_id: int
+
+
+@dataclass
+class DecoderSpec:
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab_size: int
+    max_seq: int  # largest past + new tokens the export was sized for
+    max_frames: int
+    tokens_per_frame: int
+
+
+@dataclass
+class EngineSpec:
+    file: str
+    graph: str  # "vision" | "decoder"
+    precision: str
+    tensorrt_version: str
+    compute_capability: str  # e.g. "8.7" (Orin)
+    gpu_name: str
+    profiles: dict[str, list[int]] = field(default_factory=dict)  # axis -> [min, opt, max]
+
+
+@dataclass
+class Manifest:
+    format: str
+    format_version: int
+    model: dict[str, Any]  # ModelConfig.to_dict()
+    preprocessing: Preprocessing
+    prompt: PromptSpec
+    decoder: DecoderSpec
+    graphs: dict[str, GraphSpec]  # "vision", "decoder"
+    embeddings: TensorSpec  # the token-embedding table stored as .npy; name is its file
+    tokenizer: str
+    files: dict[str, str]  # relative path -> sha256
+    provenance: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)  # figures measured at export time
+    engines: list[EngineSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.preprocessing = _strict(Preprocessing, self.preprocessing, "preprocessing")
+        self.prompt = _strict(PromptSpec, self.prompt, "prompt")
+        self.decoder = _strict(DecoderSpec, self.decoder, "decoder")
+        self.graphs = {k: _strict(GraphSpec, v, f"graphs.{k}") for k, v in self.graphs.items()}
+        self.embeddings = _strict(TensorSpec, self.embeddings, "embeddings")
+        self.engines = [_strict(EngineSpec, e, "engines[]") for e in self.engines]
+        for required in ("vision", "decoder"):
+            if required not in self.graphs:
+                raise BundleError(f"manifest has no '{required}' graph")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def parity_passed(self) -> bool:
+        return self.parity.get("passed", True) is not False
+
+
+def _strict(cls, value: Any, where: str):
+    """Build dataclass ``cls`` from a dict, refusing keys it does not know."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise BundleError(f"manifest: {where} must be an object")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise BundleError(f"manifest: {where} has unknown keys {unknown}; is the bundle from a newer exporter?")
+    try:
+        return cls(**value)
+    except TypeError as e:
+        raise BundleError(f"manifest: {where} is incomplete ({e})") from None
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(bundle: str | Path) -> Manifest:
+    """Parse ``manifest.json`` strictly, refusing another format or a newer format version."""
+    bundle = Path(bundle)
+    path = bundle / MANIFEST
+    if not bundle.is_dir():
+        raise BundleError(f"{bundle}: no such bundle folder")
+    if not path.is_file():
+        raise BundleError(f"{bundle}: not a bundle (manifest.json missing)")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise BundleError(f"{path}: not an exo2ego-edge bundle manifest")
+    version = raw.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise BundleError(
+            f"{bundle}: bundle format {version} is newer than this exo2ego-edge reads "
+            f"({FORMAT_VERSION}); upgrade exo2ego-edge or re-export with this version"
+        )
+    return _strict(Manifest, raw, "manifest")
+
+
+def verify_files(bundle: str | Path, manifest: Manifest) -> None:
+    """Check that every file the manifest lists exists and has the recorded sha256."""
+    bundle = Path(bundle)
+    for rel, digest in manifest.files.items():
+        path = bundle / rel
+        if not path.is_file():
+            raise BundleError(f"{bundle}: file {rel} is missing")
+        if sha256_file(path) != digest:
+            raise BundleError(f"{bundle}: file {rel} does not match its checksum (modified or corrupt)")
+    listed = set(manifest.files)
+    needed = {g.file for g in manifest.graphs.values()} | {manifest.embeddings.name, manifest.tokenizer}
+    needed |= {e.file for e in manifest.engines}
+    unlisted = sorted(needed - listed)
+    if unlisted:
+        raise BundleError(f"{bundle}: manifest lists no checksum for {unlisted}")
+
+
+def load_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
+    """Read and (by default) verify a bundle: what the runtime does before loading any graph."""
+    manifest = read_manifest(bundle)
+    if verify:
+        verify_files(bundle, manifest)
+    return manifest
+
+
+def write_manifest(folder: str | Path, manifest: Manifest) -> None:
+    """Write ``manifest.json`` into a bundle folder being assembled (export's temp folder)."""
+    (Path(folder) / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
