@@ -1,0 +1,32 @@
+"""The CLI surface: every group answers --help; failures are one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from exo2ego_edge.cli import cli
+
+GROUPS = ["data", "train", "export", "run", "bench", "eval", "demo", "doctor"]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_command_group_has_help(group):
+    result = CliRunner().invoke(cli, [group, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_console_script_prints_user_errors_as_one_line(tmp_path):
+    script = [sys.executable, "-c", "from exo2ego_edge.cli import main; main()"]
+    proc = subprocess.run(
+        [*script, "data", "build-clips", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c.jsonl")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
