@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except OSError as e:  # disk full, permission denied, ...: the OS already said it in one line
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
