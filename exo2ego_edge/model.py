@@ -45,7 +45,16 @@ def build_vision_tower(vc: VisionConfig, path: str | Path | None = None) -> nn.M
         "clip": (CLIPVisionConfig, CLIPVisionModel),
     }[vc.family]
     if path is not None:
-        return _from_local_folder(model_cls, path, "vision tower")
+        # The folder's own model_type decides the class (a CLIP folder under a SigLIP preset);
+        # SigLIP's pooling head is dropped as in the random-init path below.
+        family = _vision_family(path)
+        model_cls = {"siglip": SiglipVisionModel, "clip": CLIPVisionModel}[family]
+        extra = {}
+        if family == "siglip":
+            hf = SiglipVisionConfig.from_pretrained(path, local_files_only=True)
+            hf.vision_use_head = False
+            extra = {"config": hf}
+        return _from_local_folder(model_cls, path, "vision tower", **extra)
     hf = config_cls(
         image_size=vc.image_size, patch_size=vc.patch_size, hidden_size=vc.hidden_size,
         num_hidden_layers=vc.num_layers, num_attention_heads=vc.num_heads,
@@ -72,12 +81,20 @@ def build_llm(lc: LLMConfig, path: str | Path | None = None) -> nn.Module:
     return AutoModelForCausalLM.from_config(hf)
 
 
-def _from_local_folder(model_cls, path: str | Path, what: str) -> nn.Module:
+def _from_local_folder(model_cls, path: str | Path, what: str, **config_overrides) -> nn.Module:
     path = Path(path)
     if not (path / "config.json").is_file():
         raise UserError(f"{path}: not a Hugging Face {what} folder (config.json missing)")
     # local_files_only: users bring checkpoint folders; nothing is ever fetched from a hub.
-    return model_cls.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32)
+    return model_cls.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32, **config_overrides)
+
+
+def _vision_family(path: str | Path) -> str:
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise UserError(f"{path}: not a Hugging Face vision tower folder (config.json missing)")
+    model_type = json.loads(config.read_text()).get("model_type", "")
+    return "clip" if "clip" in model_type else "siglip"
 
 
 def vision_config_from_hf(hf) -> VisionConfig:
@@ -184,9 +201,10 @@ class Exo2Ego(nn.Module):
     ):
         super().__init__()
         self.student = student
-        self.ego_encoder = VisionEncoder(cfg, build_vision_tower(cfg.vision, vision_tower_path))
-        if vision_tower_path is not None:
-            cfg.vision = vision_config_from_hf(self.ego_encoder.tower.config)
+        tower = build_vision_tower(cfg.vision, vision_tower_path)
+        if vision_tower_path is not None:  # before VisionEncoder: its grid / CLS token come from cfg
+            cfg.vision = vision_config_from_hf(tower.config)
+        self.ego_encoder = VisionEncoder(cfg, tower)
         self.llm = build_llm(cfg.llm, llm_path)
         if llm_path is not None:
             cfg.llm = llm_config_from_hf(self.llm.config)

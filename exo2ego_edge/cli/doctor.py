@@ -1,14 +1,21 @@
-"""`exo2ego-edge doctor`."""
+"""`exo2ego-edge doctor`: what this machine can run (a thin layer over runtime.doctor)."""
 
 from __future__ import annotations
 
+import json
+
 import click
 
-from exo2ego_edge.cli.pending import not_yet
 
+@click.command(name="doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor(as_json: bool) -> None:
+    """Report Python, ONNX Runtime and its providers, TensorRT / pycuda, GPU, Jetson, memory, and
+    which backends this machine can run."""
+    from exo2ego_edge.runtime.doctor import diagnose, report_lines
 
-@click.command(name="doctor", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def doctor(args: tuple[str, ...]) -> None:
-    """Report what this machine can run: Python, ONNX Runtime, TensorRT, GPU (issue 5; not implemented yet)."""
-    not_yet("exo2ego-edge doctor", 5)
+    report = diagnose()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo("\n".join(report_lines(report)))

@@ -1,14 +1,70 @@
-"""`exo2ego-edge export`."""
+"""`exo2ego-edge export` (student checkpoint -> bundle) and `exo2ego-edge export inspect BUNDLE`.
+
+Thin click over :func:`exo2ego_edge.export.pipeline.export_bundle`; the export layer (torch,
+onnx) is imported only when a command runs, so ``--help`` stays fast.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from exo2ego_edge.cli.pending import not_yet
+from exo2ego_edge.errors import UserError
 
 
-@click.command(name="export", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def export(args: tuple[str, ...]) -> None:
-    """Export a student checkpoint to a bundle: ONNX, INT8/FP16, TensorRT (issue 4; not implemented yet)."""
-    not_yet("exo2ego-edge export", 4)
+@click.group(name="export", invoke_without_command=True)
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="Student checkpoint folder.")
+@click.option("--out", type=click.Path(path_type=Path), help="Bundle folder to write.")
+@click.option("--fp16", "precision", flag_value="fp16", help="Float16 graphs (norms/softmax kept fp32).")
+@click.option("--int8", "precision", flag_value="int8", help="INT8: weights (CPU) or explicit Q/DQ (GPU targets).")
+@click.option("--int4", "precision", flag_value="int4", help="INT4 block-wise decoder weights (MatMulNBits); vision INT8.")
+@click.option("--target", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
+              help="Where the bundle runs: decides the INT8 scheme.")
+@click.option("--calib-data", type=click.Path(path_type=Path), help="Clips JSONL (ego_video/start/end) for calibration.")
+@click.option("--calib-samples", type=int, default=16, show_default=True, help="Clips used for calibration.")
+@click.option("--calib-method", type=click.Choice(["entropy", "percentile", "minmax"]), default="entropy",
+              show_default=True, help="Activation range calibration (GPU Q/DQ).")
+@click.option("--eval-data", type=click.Path(path_type=Path), help="Held-out clips JSONL for the parity check.")
+@click.option("--parity-samples", type=int, default=4, show_default=True, help="Clips in the parity check.")
+@click.option("--cpu-activations", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
+              help="CPU INT8 vision activations (dynamic measured faster on ORT CPU).")
+@click.option("--trt", is_flag=True, help="Also build TensorRT engines (needs TensorRT).")
+@click.option("--dla-core", type=int, help="Build the vision engine for this DLA core (Jetson).")
+@click.option("--max-frames", type=int, help="Largest frame count the engines accept [config's num_frames].")
+@click.option("--max-seq", type=int, help="Largest past + new tokens [min(max positions, 4096)].")
+@click.option("--force", is_flag=True, help="Keep the bundle (marked failed) when parity is below thresholds.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle folder.")
+@click.pass_context
+def export(ctx: click.Context, checkpoint: Path | None, out: Path | None, precision: str | None, **options) -> None:
+    """Export a student checkpoint to a bundle: ONNX graphs, INT8/FP16/INT4, TensorRT engines.
+
+    \b
+    exo2ego-edge export --checkpoint runs/student --out bundle --int8
+    exo2ego-edge export --checkpoint runs/student --out bundle-trt --int8 --target tensorrt \\
+        --calib-data clips.jsonl --trt
+    exo2ego-edge export inspect bundle
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    missing = [name for name, v in (("--checkpoint", checkpoint), ("--out", out)) if v is None]
+    if missing:
+        raise UserError(f"export needs {' and '.join(missing)} (or: exo2ego-edge export inspect BUNDLE)")
+    from exo2ego_edge.export.pipeline import export_bundle
+
+    result = export_bundle(checkpoint, out, precision or "fp32", **options)
+    p = result.manifest.parity
+    status = "passed" if p.get("passed") else "FAILED (kept with --force)"
+    click.echo(
+        f"wrote {result.out} ({', '.join(f'{k} {g.precision}' for k, g in result.manifest.graphs.items())}); "
+        f"parity {status}: visual cosine {p['visual_cosine_mean']:.4f}, greedy agreement {p['token_agreement']:.1%}"
+    )
+
+
+@export.command(name="inspect")
+@click.argument("bundle", type=click.Path(path_type=Path))
+def inspect_(bundle: Path) -> None:
+    """Print a bundle's manifest as a table: graphs, precisions, sizes, parity, provenance."""
+    from exo2ego_edge.export.inspect_bundle import format_manifest
+
+    click.echo(format_manifest(bundle))

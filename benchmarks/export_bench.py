@@ -1,0 +1,203 @@
+"""Vision-graph latency on ONNX Runtime CPU: PyTorch eager FP32 vs ONNX FP32 vs ONNX INT8 variants.
+
+One run, one machine, all variants interleaved round-robin (the machines here are shared and
+noisy: interleaving spreads the noise over every variant alike). Reports p50/p90/p99, throughput
+ratio to FP32 ONNX measured in the same run, visual-token cosine to PyTorch, and file sizes.
+
+Random weights (enough for latency). The vision graph depends on the LLM only through its width,
+so the LLM is built with one layer and a small vocabulary to keep start-up fast; the vision graph
+(ego encoder, pooling, F, projector to the real LLM width) is the preset's.
+
+    .venv/bin/python benchmarks/export_bench.py [--presets egosim-tiny edge-0.5b] [--iters 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from exo2ego_edge.config import ModelConfig
+from exo2ego_edge.export import onnx_graphs, quantize
+from exo2ego_edge.export.clip_frames import random_clips
+from exo2ego_edge.model import Exo2Ego
+
+RESULTS = Path(__file__).parent / "results"
+# Frames per call: a whole clip for the tiny preset; two for edge-0.5b keeps a 2-core run short.
+FRAMES = {"egosim-tiny": 4, "edge-0.5b": 2}
+
+
+def vision_model(preset: str) -> Exo2Ego:
+    cfg = ModelConfig.from_name(preset)
+    cfg.llm = dataclasses.replace(cfg.llm, num_layers=1, vocab_size=256, intermediate_size=64)
+    torch.manual_seed(0)
+    return Exo2Ego(cfg, student=True).eval()
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    q = np.percentile(ms, [50, 90, 99])
+    return {"p50_ms": float(q[0]), "p90_ms": float(q[1]), "p99_ms": float(q[2]), "mean_ms": statistics.fmean(ms)}
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(-1, a.shape[-1]).astype(np.float64), b.reshape(-1, b.shape[-1]).astype(np.float64)
+    return float(((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))).mean())
+
+
+def bench_preset(preset: str, iters: int, warmup: int, threads: int, work: Path) -> dict:
+    model = vision_model(preset)
+    cfg = model.cfg
+    n = FRAMES[preset]
+    frames = random_clips(1, n, cfg.vision.image_size, seed=1)[0][0]
+    calib = [{"frames": c} for c, _ in random_clips(8, n, cfg.vision.image_size, seed=2)]
+    fp32 = work / f"{preset}-fp32.onnx"
+    onnx_graphs.export_vision(model, fp32)
+    files = {"onnx_fp32": fp32}
+    files["onnx_int8_dynamic"] = work / f"{preset}-int8-dynamic.onnx"
+    quantize.quantize_dynamic_int8(fp32, files["onnx_int8_dynamic"])
+    files["onnx_int8_static_qdq"] = work / f"{preset}-int8-static.onnx"
+    quantize.quantize_static_int8(fp32, files["onnx_int8_static_qdq"], calib, qdq=True, method="minmax")
+    files["onnx_int8_static_qop"] = work / f"{preset}-int8-static-qop.onnx"
+    quantize.quantize_static_int8(fp32, files["onnx_int8_static_qop"], calib, qdq=False, method="minmax")
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    # No spin-waiting: four sessions' idle spinning threads would otherwise steal the cores from
+    # whichever variant (or torch) runs next in the round-robin and wreck every timing.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sessions = {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for k, p in files.items()}
+    torch.set_num_threads(threads)
+    graph = onnx_graphs.VisionGraph(model)
+    x = torch.from_numpy(frames)
+
+    def run_torch():
+        with torch.no_grad():
+            return graph(x).numpy()
+
+    runners = {"torch_eager_fp32": run_torch}
+    for k, s in sessions.items():
+        runners[k] = (lambda s=s: s.run(None, {"frames": frames})[0])
+    reference = run_torch()
+    outputs = {k: r() for k, r in runners.items()}
+    for _ in range(warmup):
+        for r in runners.values():
+            r()
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(iters):  # round-robin: every variant sees the same machine noise
+        for k, r in runners.items():
+            t = time.perf_counter()
+            r()
+            times[k].append((time.perf_counter() - t) * 1e3)
+    base = statistics.median(times["onnx_fp32"])
+    rows = {}
+    for k in runners:
+        stats = percentiles(times[k])
+        rows[k] = {
+            **stats,
+            "frames_per_s": n / (stats["p50_ms"] / 1e3),
+            "throughput_vs_onnx_fp32": base / stats["p50_ms"],
+            "cosine_vs_torch": cosine(outputs[k], reference),
+            "size_mb": files[k].stat().st_size / 1e6 if k in files else
+            sum(p.numel() * 4 for p in [*model.ego_encoder.parameters(), *model.F.parameters(), *model.projector.parameters()]) / 1e6,
+        }
+    return {"preset": preset, "frames_per_call": n, "image_size": cfg.vision.image_size,
+            "tokens_per_frame": cfg.tokens_per_frame, "iters": iters, "variants": rows}
+
+
+def full_bundle_sizes(work: Path) -> dict:
+    """FP32 vs INT8 bundle bytes for egosim-tiny (random weights; parity kept with force)."""
+    from exo2ego_edge.export.pipeline import export_bundle
+    from exo2ego_edge.prompt import get_template, train_bpe
+
+    cfg = ModelConfig.from_name("egosim-tiny")
+    tok = train_bpe(["the camera wearer opens the drawer"] * 4, cfg.llm.vocab_size, get_template(cfg.chat_template), cfg.system_prompt)
+    cfg.llm.vocab_size = tok.vocab_size
+    torch.manual_seed(0)
+    Exo2Ego(cfg, student=True).save_pretrained(work / "ckpt")
+    tok.save(work / "ckpt" / "tokenizer.json")
+    sizes = {}
+    for precision in ("fp32", "int8", "int4"):
+        out = export_bundle(work / "ckpt", work / f"bundle-{precision}", precision, force=True, parity_samples=1).out
+        sizes[precision] = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
+    return sizes
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# Export benchmark: vision graph on ONNX Runtime CPU",
+        "",
+        f"Machine: {report['machine']}; ORT {report['onnxruntime']}, torch {report['torch']}, "
+        f"{report['threads']} threads. Random weights. p50/p90/p99 over {report['results'][0]['iters']} "
+        "interleaved iterations; ratio = FP32-ONNX p50 / variant p50 (same run).",
+        "",
+    ]
+    for res in report["results"]:
+        lines += [
+            f"## {res['preset']} ({res['frames_per_call']} frames x {res['image_size']}px per call)",
+            "",
+            "| variant | p50 ms | p90 ms | p99 ms | frames/s | x FP32 ONNX | cosine vs torch | MB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for k, v in res["variants"].items():
+            lines.append(f"| {k} | {v['p50_ms']:.2f} | {v['p90_ms']:.2f} | {v['p99_ms']:.2f} | {v['frames_per_s']:.1f} | "
+                         f"{v['throughput_vs_onnx_fp32']:.2f} | {v['cosine_vs_torch']:.5f} | {v['size_mb']:.2f} |")
+        lines.append("")
+    if report.get("bundle_sizes"):
+        lines += ["## egosim-tiny full bundle bytes", "", "| precision | total MB | ratio to FP32 | files |", "|---|---:|---:|---|"]
+        fp32 = sum(report["bundle_sizes"]["fp32"].values())
+        for prec, files in report["bundle_sizes"].items():
+            total = sum(files.values())
+            detail = ", ".join(f"{k} {v / 1e6:.3f}" for k, v in sorted(files.items()))
+            lines.append(f"| {prec} | {total / 1e6:.3f} | {total / fp32:.2f} | {detail} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=["egosim-tiny", "edge-0.5b"])
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-bundles", action="store_true")
+    ap.add_argument("--tag", default="cpu")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        results = [bench_preset(p, args.iters if p == "egosim-tiny" else max(args.iters // 3, 8), args.warmup, args.threads, work)
+                   for p in args.presets]
+        report = {
+            "machine": f"{platform.processor() or platform.machine()} ({_cpu_name()})",
+            "onnxruntime": ort.__version__, "torch": torch.__version__, "threads": args.threads,
+            "results": results,
+            "bundle_sizes": None if args.no_bundles else full_bundle_sizes(work),
+        }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"export_{args.tag}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"export_{args.tag}.md").write_text(markdown(report))
+    sys.stdout.write(markdown(report) + "\n")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""The two ONNX graphs of a bundle, each a tiny wrapper module around the student, exported once.
+
+Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. Measured on this
+stack (torch 2.13, transformers 4.57) against the dynamo exporter on the decoder:
+
+- it writes ORT GenAI-style hierarchical node names (``/llm/model/layers.0/self_attn/q_proj/MatMul``)
+  that quantization exclusions, the Q/DQ placement check and profiles can rely on; dynamo names
+  nodes ``node_MatMul_12``;
+- dynamic axes are declared by name with no ``torch.export.Dim`` arithmetic (dynamo cannot express
+  ``total = past + seq`` and specialises a batch of 1 in the example inputs);
+- it exports the tiny decoder in ~1.5 s against ~11 s, and ORT's quantizers / transformer fusions
+  are written against its op patterns (LayerNormalization at opset 17, decomposed RMSNorm).
+
+Its one obstacle: transformers' vmap-built causal mask does not trace. The decoder wrapper builds
+the 4-D additive mask itself from the 2-D ``attention_mask`` with plain ops (transformers passes a
+4-D mask through untouched), which also keeps every length symbolic. ``exporter="dynamo"`` is kept
+as a fallback for the day the TorchScript exporter is removed.
+
+Graph interface (see :mod:`exo2ego_edge.bundle`): vision ``frames`` uint8 (N, H, W, 3) ->
+``visual_tokens`` (N, P, D); decoder ``inputs_embeds`` + ``attention_mask`` + ``position_ids`` +
+``past_key_values.{i}.key|value`` -> ``logits`` + ``present.{i}.key|value``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from exo2ego_edge.bundle import TensorSpec
+from exo2ego_edge.config import ModelConfig
+from exo2ego_edge.errors import UserError
+from exo2ego_edge.model import Exo2Ego
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+EXPORTERS = ("torchscript", "dynamo")
+
+# Dynamic axis names: part of the manifest, read by the runtime and by TensorRT profiles.
+FRAMES, BATCH, SEQ, PAST, TOTAL = "frames", "batch", "sequence", "past_sequence", "total_sequence"
+
+
+def past_names(num_layers: int) -> list[str]:
+    return [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+
+
+def present_names(num_layers: int) -> list[str]:
+    return [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+
+
+@dataclass
+class GraphIO:
+    """Inputs and outputs of one graph as the manifest records them."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {
+            t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)}
+            for t in self.inputs + self.outputs
+        }
+
+
+def vision_io(cfg: ModelConfig, float_dtype: str = "float32") -> GraphIO:
+    s = cfg.vision.image_size
+    return GraphIO(
+        inputs=[TensorSpec("frames", "uint8", [FRAMES, s, s, 3])],
+        outputs=[TensorSpec("visual_tokens", float_dtype, [FRAMES, cfg.tokens_per_frame, cfg.llm.hidden_size])],
+    )
+
+
+def decoder_io(cfg: ModelConfig, float_dtype: str = "float32") -> GraphIO:
+    lc = cfg.llm
+    kv_in = [BATCH, lc.num_kv_heads, PAST, lc.head_dim]
+    kv_out = [BATCH, lc.num_kv_heads, TOTAL, lc.head_dim]
+    return GraphIO(
+        inputs=[
+            TensorSpec("inputs_embeds", float_dtype, [BATCH, SEQ, lc.hidden_size]),
+            TensorSpec("attention_mask", "int64", [BATCH, TOTAL]),
+            TensorSpec("position_ids", "int64", [BATCH, SEQ]),
+            *(TensorSpec(n, float_dtype, list(kv_in)) for n in past_names(lc.num_layers)),
+        ],
+        outputs=[
+            TensorSpec("logits", float_dtype, [BATCH, SEQ, lc.vocab_size]),
+            *(TensorSpec(n, float_dtype, list(kv_out)) for n in present_names(lc.num_layers)),
+        ],
+    )
+
+
+# --- the wrappers: one tiny module per graph (TensorRT-LLM's multimodal builder pattern) ----------
+class VisionGraph(nn.Module):
+    """uint8 frames (N, H, W, 3) -> visual tokens (N, P, D): normalise, ego encoder, pool, F, projector.
+
+    Frames are the batch axis (each frame is a one-frame clip), so the graph is per frame and a
+    live source encodes each new frame once.
+    """
+
+    def __init__(self, model: Exo2Ego):
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.model(frames.unsqueeze(1))  # (N, 1, H, W, 3) -> (N, 1*P, D)
+
+
+class DecoderGraph(nn.Module):
+    """The LLM over embeddings with an explicit, flat KV cache: prefill and decode are one graph."""
+
+    def __init__(self, model: Exo2Ego):
+        super().__init__()
+        self.llm = model.llm
+        self.num_layers = model.cfg.llm.num_layers
+
+    def forward(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+        *past: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for i in range(self.num_layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)  # (B, kv, past, hd) each
+        out = self.llm(
+            inputs_embeds=inputs_embeds, attention_mask=causal_mask(attention_mask, inputs_embeds),
+            position_ids=position_ids, past_key_values=cache, use_cache=True,
+        )
+        present: list[torch.Tensor] = []
+        for layer in out.past_key_values.layers:
+            present += [layer.keys, layer.values]  # (B, kv, past + S, hd)
+        return (out.logits, *present)
+
+
+def causal_mask(attention_mask: torch.Tensor, inputs_embeds: torch.Tensor) -> torch.Tensor:
+    """2-D padding mask (B, total) -> 4-D additive mask (B, 1, S, total), causal over the new tokens.
+
+    Query i (of the S new tokens) sits at cache slot past + i and may see keys 0..past + i that are
+    not padding. Built from shapes at run time, so no length is baked into the graph.
+    """
+    s, total = inputs_embeds.shape[1], attention_mask.shape[1]
+    keys = torch.arange(total, device=inputs_embeds.device)
+    queries = torch.arange(s, device=inputs_embeds.device) + (total - s)
+    allowed = (keys[None, :] <= queries[:, None])[None, None] & attention_mask[:, None, None, :].bool()
+    # finfo.min, not -inf: a fully padded row then softmaxes to uniform instead of NaN.
+    blocked = torch.tensor(torch.finfo(inputs_embeds.dtype).min, dtype=inputs_embeds.dtype)
+    return torch.where(allowed, torch.zeros((), dtype=inputs_embeds.dtype), blocked)
+
+
+# --- example inputs and export ----------------------------------------------------------------
+def vision_example(cfg: ModelConfig, frames: int = 2) -> tuple[torch.Tensor, ...]:
+    s = cfg.vision.image_size
+    g = torch.Generator().manual_seed(0)
+    return (torch.randint(0, 256, (frames, s, s, 3), dtype=torch.uint8, generator=g),)
+
+
+def decoder_example(cfg: ModelConfig, batch: int = 2, seq: int = 5, past: int = 3) -> tuple[torch.Tensor, ...]:
+    # batch 2 and past != seq: no axis length coincides with another, so none is specialised.
+    lc = cfg.llm
+    g = torch.Generator().manual_seed(0)
+    kv = [torch.randn(batch, lc.num_kv_heads, past, lc.head_dim, generator=g) for _ in range(2 * lc.num_layers)]
+    return (
+        torch.randn(batch, seq, lc.hidden_size, generator=g),
+        torch.ones(batch, past + seq, dtype=torch.long),
+        torch.arange(past, past + seq).expand(batch, -1).contiguous(),
+        *kv,
+    )
+
+
+def _export(
+    module: nn.Module, args: tuple[torch.Tensor, ...], io: GraphIO, path: Path, opset: int, exporter: str
+) -> None:
+    if exporter not in EXPORTERS:
+        raise UserError(f"unknown exporter '{exporter}'; choose one of: {', '.join(EXPORTERS)}")
+    module.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        if exporter == "torchscript":
+            torch.onnx.export(
+                module, args, str(path), input_names=io.input_names, output_names=io.output_names,
+                dynamic_axes=io.dynamic_axes(), opset_version=opset, dynamo=False,
+                do_constant_folding=True,
+            )
+        else:
+            _export_dynamo(module, args, io, path, opset)
+    _check_dynamic(path, io)
+
+
+def _export_dynamo(module: nn.Module, args: tuple[torch.Tensor, ...], io: GraphIO, path: Path, opset: int) -> None:
+    from torch.export import Dim
+
+    dims: dict[str, Dim] = {}
+
+    def dim(name: str) -> Dim:
+        return dims.setdefault(name, Dim(name, min=0 if name == PAST else 1, max=1 << 16))
+
+    spec = [{i: dim(d) for i, d in enumerate(t.shape) if isinstance(d, str)} for t in io.inputs]
+    shapes: tuple = tuple(spec) if len(spec) == len(args) else (*spec[:3], tuple(spec[3:]))
+    program = torch.onnx.export(
+        module, args, input_names=io.input_names, output_names=io.output_names,
+        dynamic_shapes=shapes, opset_version=opset, dynamo=True, external_data=False,
+    )
+    program.save(str(path))
+
+
+def _check_dynamic(path: Path, io: GraphIO) -> None:
+    """Refuse a graph whose declared dynamic axes came out fixed (a shape-specialised export)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    for value in list(graph.input) + list(graph.output):
+        want = next((t for t in io.inputs + io.outputs if t.name == value.name), None)
+        if want is None:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        for i, d in enumerate(want.shape):
+            if isinstance(d, str) and dims[i].HasField("dim_value"):
+                raise UserError(f"{path.name}: axis {i} of '{value.name}' was exported as fixed {dims[i].dim_value}")
+
+
+def export_vision(model: Exo2Ego, path: str | Path, opset: int = DEFAULT_OPSET, exporter: str = "torchscript") -> GraphIO:
+    io = vision_io(model.cfg)
+    _export(VisionGraph(model), vision_example(model.cfg), io, Path(path), opset, exporter)
+    log.info("wrote %s", path)
+    return io
+
+
+def export_decoder(model: Exo2Ego, path: str | Path, opset: int = DEFAULT_OPSET, exporter: str = "torchscript") -> GraphIO:
+    io = decoder_io(model.cfg)
+    _export(DecoderGraph(model), decoder_example(model.cfg), io, Path(path), opset, exporter)
+    log.info("wrote %s", path)
+    return io
+
+
+def embedding_table(model: Exo2Ego, dtype: str = "float32") -> np.ndarray:
+    """The LLM's input token-embedding table (V, D): the runtime gathers prompt rows from it."""
+    return model.llm.get_input_embeddings().weight.detach().to(torch.float32).numpy().astype(dtype)

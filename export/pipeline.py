@@ -1,0 +1,354 @@
+"""``export_bundle``: student checkpoint -> bundle folder, as one fixed pipeline of small builders.
+
+Every export runs the same steps (ONNX Runtime GenAI's builder shape), each a function here:
+
+    load student -> export FP32 graphs -> calibration clips -> precision graphs ->
+    embeddings + tokenizer -> [TensorRT engines] -> manifest -> parity gate
+
+The bundle is assembled in a temp folder beside ``out`` and renamed into place only when every
+step (the parity gate included) succeeded, so a failed export leaves nothing behind.
+
+Precision per graph (``precision`` x ``target``):
+
+| precision | target cpu (default)                         | target cuda / tensorrt                 |
+|-----------|----------------------------------------------|----------------------------------------|
+| fp32      | as exported                                  | as exported                            |
+| fp16      | float16, norms/softmax/rotary kept float32   | same                                   |
+| int8      | vision: INT8 weights, dynamic activations;   | both: explicit Q/DQ, per-channel       |
+|           | decoder: weight-only INT8 (MatMulNBits)      | symmetric weights, calibrated acts     |
+| int4      | vision as int8; decoder: INT4 MatMulNBits    | vision Q/DQ; decoder INT4 MatMulNBits  |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exo2ego_edge.atomic import atomic_dir
+from exo2ego_edge.bundle import GraphSpec, Manifest, TensorSpec, write_manifest
+from exo2ego_edge.errors import UserError
+from exo2ego_edge.export import onnx_graphs, quantize
+from exo2ego_edge.export.bundle_writer import make_manifest, provenance
+from exo2ego_edge.export.clip_frames import load_clips, random_clips
+from exo2ego_edge.export.onnx_graphs import GraphIO
+from exo2ego_edge.export.parity import DEFAULT_THRESHOLDS, OrtBundle, ParityThresholds, measure_parity
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
+TARGETS = ("cpu", "cuda", "tensorrt")
+CPU_ACTIVATIONS = ("dynamic", "static")
+VISION_FILE, DECODER_FILE = "vision.onnx", "decoder.onnx"
+EMBEDDINGS_FILE, TOKENIZER_FILE = "embeddings.npy", "tokenizer.json"
+# Protobuf's 2 GiB limit: larger graphs keep their weights in one external data file beside them.
+EXTERNAL_DATA_BYTES = 1_800_000_000
+
+
+@dataclass
+class ExportOptions:
+    """Everything ``export_bundle`` can be told; ``problems()`` lists every invalid combination."""
+
+    precision: str = "fp32"
+    target: str = "cpu"
+    # CPU INT8 vision activations: "dynamic" measured faster on ORT CPU here (benchmarks/results).
+    cpu_activations: str = "dynamic"
+    calib_data: Path | None = None
+    calib_samples: int = 16
+    calib_method: str = "entropy"
+    eval_data: Path | None = None
+    parity_samples: int = 4
+    max_new_tokens: int = 32
+    thresholds: ParityThresholds | None = None
+    max_frames: int | None = None
+    max_seq: int | None = None
+    int4_block_size: int = 32
+    trt: bool = False
+    dla_core: int | None = None
+    timing_cache: Path | None = None
+    force: bool = False
+    overwrite: bool = False
+    opset: int = onnx_graphs.DEFAULT_OPSET
+    exporter: str = "torchscript"
+    seed: int = 0
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.precision not in PRECISIONS:
+            out.append(f"precision '{self.precision}' is not one of {', '.join(PRECISIONS)}")
+        if self.target not in TARGETS:
+            out.append(f"target '{self.target}' is not one of {', '.join(TARGETS)}")
+        if self.cpu_activations not in CPU_ACTIVATIONS:
+            out.append(f"cpu activations '{self.cpu_activations}' is not one of {', '.join(CPU_ACTIVATIONS)}")
+        if self.calib_method not in quantize.CALIBRATION_METHODS:
+            out.append(f"calibration method '{self.calib_method}' is not one of {', '.join(quantize.CALIBRATION_METHODS)}")
+        if self.opset < 17:
+            out.append(f"opset {self.opset} < 17 (LayerNormalization needs 17)")
+        for name in ("calib_samples", "parity_samples", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                out.append(f"{name.replace('_', '-')} must be >= 1")
+        for name in ("calib_data", "eval_data"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                out.append(f"{name.replace('_', '-')} {path}: no such file")
+        if self.dla_core is not None and not self.trt:
+            out.append("--dla-core needs --trt")
+        if self.trt and self.target == "cpu":
+            out.append("--trt builds GPU engines; use --target tensorrt (or cuda)")
+        return out
+
+    def parity_thresholds(self) -> ParityThresholds:
+        return self.thresholds or DEFAULT_THRESHOLDS[self.precision]
+
+
+@dataclass
+class Student:
+    model: Any  # Exo2Ego in eval mode
+    tokenizer: Any  # TextTokenizer
+    folder: Path
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    manifest: Manifest
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+# --- the builders -------------------------------------------------------------------------------
+def load_student(folder: str | Path) -> Student:
+    """The student model and its tokenizer from a checkpoint folder."""
+    import torch
+
+    from exo2ego_edge.model import Exo2Ego
+    from exo2ego_edge.prompt import TextTokenizer, get_template
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such checkpoint folder")
+    model = Exo2Ego.from_pretrained(folder, student=True).eval()
+    tokenizer = TextTokenizer.from_file(folder / TOKENIZER_FILE, get_template(model.cfg.chat_template))
+    if tokenizer.vocab_size > model.cfg.llm.vocab_size:
+        raise UserError(f"{folder}: tokenizer has {tokenizer.vocab_size} tokens but the LLM only {model.cfg.llm.vocab_size}")
+    torch.set_grad_enabled(False)
+    return Student(model, tokenizer, folder)
+
+
+def save_onnx(model, path: Path) -> None:
+    """Save a ModelProto, moving weights to one ``<file>.data`` beside it past protobuf's limit."""
+    import onnx
+
+    if model.ByteSize() > EXTERNAL_DATA_BYTES:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=f"{path.name}.data", size_threshold=1024)
+    else:
+        onnx.save(model, str(path))
+
+
+def export_fp32_graphs(student: Student, work: Path, opts: ExportOptions) -> dict[str, tuple[Path, GraphIO]]:
+    """Both graphs in FP32, each in its own folder (a >2 GB export scatters weight files)."""
+    out = {}
+    for name, export in (("vision", onnx_graphs.export_vision), ("decoder", onnx_graphs.export_decoder)):
+        folder = work / f"fp32-{name}"
+        folder.mkdir()
+        path = folder / f"{name}.onnx"
+        io = export(student.model, path, opset=opts.opset, exporter=opts.exporter)
+        out[name] = (path, io)
+    return out
+
+
+def calibration_clips(student: Student, opts: ExportOptions) -> list[tuple[np.ndarray, dict]]:
+    cfg = student.model.cfg
+    if opts.calib_data is None:
+        raise UserError("--target cuda/tensorrt INT8 calibrates activations on real ego frames: pass --calib-data CLIPS.jsonl")
+    return load_clips(opts.calib_data, opts.calib_samples, cfg.num_frames, cfg.vision.image_size)
+
+
+def parity_clips(student: Student, opts: ExportOptions) -> tuple[list[tuple[np.ndarray, dict]], str]:
+    """Held-out clips: --eval-data, else the calibration file read from its end, else random frames."""
+    cfg = student.model.cfg
+    n, t, s = opts.parity_samples, cfg.num_frames, cfg.vision.image_size
+    if opts.eval_data is not None:
+        return load_clips(opts.eval_data, n, t, s), str(opts.eval_data)
+    if opts.calib_data is not None:
+        return load_clips(opts.calib_data, n, t, s, from_end=True), f"{opts.calib_data} (held-out rows from its end)"
+    return random_clips(n, t, s, seed=opts.seed + 1), "random frames"
+
+
+def vision_feeds(clips: list[tuple[np.ndarray, dict]]) -> list[dict[str, np.ndarray]]:
+    return [{"frames": frames} for frames, _ in clips]
+
+
+def decoder_feeds(student: Student, clips: list[tuple[np.ndarray, dict]]) -> list[dict[str, np.ndarray]]:
+    """Prefill inputs (prompt + real visual tokens, empty cache) for decoder calibration."""
+    import torch
+
+    from exo2ego_edge.export.parity import DEFAULT_QUESTION
+
+    model, lc = student.model, student.model.cfg.llm
+    feeds = []
+    for frames, row in clips:
+        prompt = student.tokenizer.prompt_ids(model.cfg.system_prompt, row.get("question") or DEFAULT_QUESTION)
+        batch = model.assemble(model(torch.from_numpy(frames)[None]), [prompt])
+        empty = np.zeros((1, lc.num_kv_heads, 0, lc.head_dim), np.float32)
+        feeds.append({
+            "inputs_embeds": batch.inputs_embeds.numpy(),
+            "attention_mask": batch.attention_mask.numpy(),
+            "position_ids": batch.position_ids.numpy(),
+            **{n: empty for n in onnx_graphs.past_names(lc.num_layers)},
+        })
+    return feeds
+
+
+def make_precision_graphs(
+    fp32: dict[str, tuple[Path, GraphIO]], out: Path, work: Path, student: Student, opts: ExportOptions,
+) -> dict[str, GraphSpec]:
+    """Write vision.onnx and decoder.onnx into the bundle at the requested precision."""
+    import onnx
+
+    cfg = student.model.cfg
+    gpu = opts.target in ("cuda", "tensorrt")
+    specs = {}
+    calib = calibration_clips(student, opts) if (opts.precision in ("int8", "int4") and gpu) else None
+    if calib is None and opts.precision in ("int8", "int4") and opts.cpu_activations == "static":
+        calib = (calibration_clips(student, opts) if opts.calib_data
+                 else random_clips(opts.calib_samples, cfg.num_frames, cfg.vision.image_size, seed=opts.seed))
+    for name, (src, io) in fp32.items():
+        file = VISION_FILE if name == "vision" else DECODER_FILE
+        dst = out / file
+        precision, float_dtype = opts.precision, "float32"
+        if opts.precision == "fp32":
+            save_onnx(onnx.load(str(src)), dst)
+        elif opts.precision == "fp16":
+            tmp = work / f"{name}-fp16.onnx"
+            quantize.convert_fp16(src, tmp)
+            save_onnx(onnx.load(str(tmp)), dst)
+            float_dtype = "float16"
+        elif name == "decoder" and (opts.precision == "int4" or not gpu):
+            bits = 4 if opts.precision == "int4" else 8
+            # INT8 uses per-row blocks as large as fit: weight-only INT8 barely loses accuracy.
+            block = opts.int4_block_size if bits == 4 else 128
+            tmp = work / f"decoder-int{bits}.onnx"
+            quantize.quantize_weight_only(src, tmp, bits=bits, block_size=block)
+            save_onnx(onnx.load(str(tmp)), dst)
+        else:
+            precision = "int8"
+            feeds = None
+            if gpu or opts.cpu_activations == "static":
+                feeds = vision_feeds(calib) if name == "vision" else decoder_feeds(student, calib)
+            tmp = work / f"{name}-int8.onnx"
+            if gpu:
+                quantize.quantize_qdq_for_gpu(src, tmp, feeds, method=opts.calib_method)
+            elif opts.cpu_activations == "static":
+                quantize.quantize_static_int8(src, tmp, feeds, method="minmax")
+            else:
+                quantize.quantize_dynamic_int8(src, tmp)
+            save_onnx(onnx.load(str(tmp)), dst)
+        io_spec = (onnx_graphs.vision_io if name == "vision" else onnx_graphs.decoder_io)(cfg, float_dtype)
+        specs[name] = GraphSpec(file=file, precision=precision, inputs=io_spec.inputs, outputs=io_spec.outputs, opset=opts.opset)
+    return specs
+
+
+def write_embeddings_and_tokenizer(student: Student, out: Path, precision: str) -> TensorSpec:
+    """The token-embedding table as .npy (float16 beside a quantized/fp16 decoder: half the bytes,
+    and the runtime casts the few gathered rows to the decoder's input dtype) + tokenizer.json."""
+    dtype = "float32" if precision == "fp32" else "float16"
+    table = onnx_graphs.embedding_table(student.model, dtype)
+    np.save(out / EMBEDDINGS_FILE, table)
+    shutil.copyfile(student.folder / TOKENIZER_FILE, out / TOKENIZER_FILE)
+    return TensorSpec(EMBEDDINGS_FILE, dtype, list(table.shape))
+
+
+def run_parity_gate(out: Path, student: Student, opts: ExportOptions) -> dict[str, Any]:
+    clips, source = parity_clips(student, opts)
+    bundle = OrtBundle(out)
+    report = measure_parity(bundle, student.model, student.tokenizer, clips, opts.parity_thresholds(),
+                            opts.max_new_tokens, source)
+    log.info("parity: %s", {k: v for k, v in report.items() if k != "thresholds"})
+    return report
+
+
+# --- the pipeline -------------------------------------------------------------------------------
+def export_bundle(
+    checkpoint: str | Path, out: str | Path, precision: str = "fp32", target: str = "cpu", **options: Any
+) -> ExportResult:
+    """Export a student checkpoint folder to a bundle folder ``out``.
+
+    ``options`` are the fields of :class:`ExportOptions`. Raises :class:`UserError` (one line) on
+    invalid options, an existing ``out`` without ``overwrite``, a missing TensorRT with ``trt``,
+    or parity below the thresholds without ``force`` (with ``force`` the bundle is kept and its
+    manifest says ``parity.passed: false``).
+    """
+    import time
+
+    from tqdm import tqdm
+
+    known = {f.name for f in dataclasses.fields(ExportOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserError(f"export: unknown options {unknown}")
+    opts = ExportOptions(precision=precision, target=target, **options)
+    problems = opts.problems()
+    if problems:
+        raise UserError("export: " + "; ".join(problems))
+    checkpoint, out = Path(checkpoint), Path(out)
+    if out.exists() and not opts.overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it")
+    if opts.trt:
+        from exo2ego_edge.export.tensorrt_build import require_tensorrt
+
+        require_tensorrt()
+
+    timings: dict[str, float] = {}
+    steps = tqdm(total=7, desc="export", unit="step", disable=None)
+
+    def done(step: str, t0: float) -> float:
+        timings[step] = round(time.perf_counter() - t0, 3)
+        steps.set_postfix_str(step)
+        steps.update()
+        return time.perf_counter()
+
+    t = time.perf_counter()
+    student = load_student(checkpoint)
+    cfg = student.model.cfg
+    max_frames = opts.max_frames or cfg.num_frames
+    max_seq = opts.max_seq or min(cfg.llm.max_position_embeddings, 4096)
+    t = done("load", t)
+    with tempfile.TemporaryDirectory(prefix="exo2ego-export-") as work_dir, atomic_dir(out, overwrite=opts.overwrite) as tmp:
+        work = Path(work_dir)
+        fp32 = export_fp32_graphs(student, work, opts)
+        t = done("onnx", t)
+        graphs = make_precision_graphs(fp32, tmp, work, student, opts)
+        t = done("precision", t)
+        embeddings = write_embeddings_and_tokenizer(student, tmp, opts.precision)
+        t = done("embeddings", t)
+        engines = []
+        if opts.trt:
+            from exo2ego_edge.export.tensorrt_build import build_bundle_engines
+
+            engines = build_bundle_engines(tmp, graphs, max_frames=max_frames, max_seq=max_seq,
+                                           dla_core=opts.dla_core, timing_cache=opts.timing_cache)
+        t = done("engines", t)
+        option_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
+        manifest = make_manifest(
+            tmp, cfg, student.tokenizer, graphs, embeddings, TOKENIZER_FILE, max_seq, max_frames,
+            provenance(checkpoint, opts.opset, opts.exporter, option_record), engines,
+        )
+        write_manifest(tmp, manifest)
+        t = done("manifest", t)
+        manifest.parity = run_parity_gate(tmp, student, opts)
+        write_manifest(tmp, manifest)  # the manifest is not in its own checksum list
+        done("parity", t)
+        steps.close()
+        if not manifest.parity["passed"]:
+            reason = "; ".join(manifest.parity["failures"])
+            if not opts.force:
+                raise UserError(f"parity check failed ({reason}); nothing written — pass --force to keep the bundle marked failed")
+            log.warning("parity check failed (%s); keeping the bundle marked failed (--force)", reason)
+    return ExportResult(out, manifest, timings)

@@ -1,0 +1,187 @@
+"""Precision transforms of an exported FP32 graph, all through ONNX Runtime's own tools.
+
+- ``quantize_dynamic_int8``: INT8 MatMul/Gemm weights, activations quantized per call (ORT CPU).
+- ``quantize_static_int8``: INT8 weights + calibrated activations, QDQ or QOperator format.
+- ``quantize_qdq_for_gpu``: explicit Q/DQ for TensorRT / CUDA: per-channel symmetric weights,
+  calibrated symmetric activations, Q/DQ only on the inputs of weight MatMul/Gemm/Conv.
+- ``quantize_weight_only``: MatMulNBits block-wise INT8 / INT4 weights (the decoder's option).
+- ``convert_fp16``: float16 graph with overflow-prone ops kept in float32.
+
+What is hand-written here is only what those tools lack: choosing which MatMuls carry weights (so
+attention's activation x activation MatMuls stay float) and walking a graph to prove where the
+Q/DQ pairs ended up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+log = logging.getLogger(__name__)
+
+WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
+# Ops whose fp16 overflow or precision loss is known to hurt: RMSNorm's x^2 and mean, LayerNorm,
+# softmax, rotary cos/sin and anything exponential. ORT inserts the Casts around them.
+FP16_BLOCK_OPS = (
+    "Pow", "ReduceMean", "Sqrt", "Reciprocal", "LayerNormalization", "SimplifiedLayerNormalization",
+    "Softmax", "Exp", "Cos", "Sin", "Range", "CumSum",
+)
+CALIBRATION_METHODS = ("entropy", "percentile", "minmax")
+
+
+def _initializer_names(model: onnx.ModelProto) -> set[str]:
+    names = {t.name for t in model.graph.initializer}
+    # TorchScript folds some weights into Constant nodes rather than initializers.
+    names |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return names
+
+
+def weight_nodes(model: onnx.ModelProto, ops: Iterable[str] = WEIGHT_OPS) -> list[str]:
+    """Names of MatMul/Gemm/Conv nodes whose second input is a constant weight."""
+    consts = _initializer_names(model)
+    return [n.name for n in model.graph.node if n.op_type in ops and len(n.input) > 1 and n.input[1] in consts]
+
+
+def activation_matmuls(model: onnx.ModelProto) -> list[str]:
+    """MatMuls of two activations (attention's Q.K^T and P.V): quantizing them costs accuracy."""
+    consts = _initializer_names(model)
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in consts]
+
+
+def quantize_dynamic_int8(src: Path, dst: Path, per_channel: bool = False) -> None:
+    """INT8 weights of every weight MatMul/Gemm; activations quantized on the fly (no calibration)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm"], per_channel=per_channel,
+        weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True},
+    )
+
+
+def _calibration_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    try:
+        return {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+                "minmax": CalibrationMethod.MinMax}[name]
+    except KeyError:
+        from exo2ego_edge.errors import UserError
+
+        raise UserError(f"unknown calibration method '{name}'; choose one of: {', '.join(CALIBRATION_METHODS)}") from None
+
+
+class FeedReader:
+    """An ORT ``CalibrationDataReader`` over a list of input feeds (dicts name -> array)."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._feeds = feeds
+        self._it: Iterator[dict[str, np.ndarray]] = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._feeds)
+
+
+def quantize_static_int8(
+    src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], qdq: bool = True, method: str = "minmax",
+) -> None:
+    """CPU static INT8: calibrated uint8 activations, int8 weights, weight MatMul/Gemm only."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    model = onnx.load(str(src))
+    quantize_static(
+        str(src), str(dst), FeedReader(feeds),
+        quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator,
+        op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=activation_matmuls(model),
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        calibrate_method=_calibration_method(method),
+    )
+
+
+def quantize_qdq_for_gpu(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], method: str = "entropy") -> None:
+    """Explicit Q/DQ for TensorRT's INT8-from-Q/DQ mode (and the CUDA EP).
+
+    Per-channel symmetric int8 weights, symmetric int8 activations calibrated on ``feeds``, Q/DQ on
+    the inputs of weight MatMul/Gemm/Conv only: TensorRT then fuses each DQ -> MatMul pair into an
+    INT8 GEMM, and residual Adds, norms and softmax stay in float where their range needs it.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    model = onnx.load(str(src))
+    quantize_static(
+        str(src), str(dst), FeedReader(feeds), quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(WEIGHT_OPS), nodes_to_quantize=weight_nodes(model),
+        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        calibrate_method=_calibration_method(method),
+        extra_options={
+            "ActivationSymmetric": True, "WeightSymmetric": True,
+            # One Q/DQ pair per consumer: TensorRT wants to fuse each pair into its own GEMM.
+            "DedicatedQDQPair": True,
+            # Inputs only: a Q/DQ on a GEMM's output would sit in front of the bias / residual Add.
+            "OpTypesToExcludeOutputQuantization": list(WEIGHT_OPS),
+            # MatMul weights are (in, out): per output channel is axis 1.
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+            "CalibMovingAverage": method == "minmax",
+        },
+    )
+
+
+def quantize_weight_only(src: Path, dst: Path, bits: int = 4, block_size: int = 32) -> None:
+    """Block-wise weight-only quantization to ORT's MatMulNBits (activations stay float)."""
+    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+    model = onnx.load(str(src))
+    # accuracy_level 4: int8 activations inside the kernel on CPU, the fast path for both widths.
+    quantizer = nbits.MatMulNBitsQuantizer(
+        model, bits=bits, block_size=block_size, is_symmetric=True, accuracy_level=4,
+        op_types_to_quantize=("MatMul",),
+    )
+    quantizer.process()
+    onnx.save(quantizer.model.model, str(dst))
+
+
+def convert_fp16(src: Path, dst: Path, keep_io_types: list[str] | bool = False) -> None:
+    """Float16 graph; ``FP16_BLOCK_OPS`` stay float32 behind Casts."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(
+        onnx.load(str(src)), keep_io_types=keep_io_types, op_block_list=list(FP16_BLOCK_OPS),
+    )
+    onnx.save(model, str(dst))
+
+
+def qdq_violations(model: onnx.ModelProto, allowed: Iterable[str] = WEIGHT_OPS) -> list[str]:
+    """Every place a Q/DQ pair feeds something other than a weight MatMul/Gemm/Conv input.
+
+    Walks the graph: each DequantizeLinear's consumers must be in ``allowed`` (so no residual Add,
+    LayerNorm, Softmax sees quantized data) and each QuantizeLinear may feed only DequantizeLinear.
+    """
+    allowed = set(allowed)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    problems = []
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear":
+            for c in consumers.get(node.output[0], []):
+                if c.op_type not in allowed:
+                    problems.append(f"{node.name} -> {c.op_type} {c.name}")
+        elif node.op_type == "QuantizeLinear":
+            for c in consumers.get(node.output[0], []):
+                if c.op_type != "DequantizeLinear":
+                    problems.append(f"{node.name} -> {c.op_type} {c.name}")
+    return problems
+
+
+def count_ops(model: onnx.ModelProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts

@@ -1,0 +1,253 @@
+"""Video files -> uint8 RGB frames at the model's size: the one decoder every layer uses.
+
+``decode_clip`` is imported by the runtime, the training cache and export calibration, so a model
+sees frames prepared the same way in training, calibration and on the device.
+
+Decisions (each one is a contract, changing it changes what the model sees):
+
+- **Non-square frames: scale, then centre-crop.** The frame is scaled during decode (FFmpeg's
+  swscale through ``VideoFrame.reformat``, area filter) so its *short* side equals ``size``, then
+  the centre ``size x size`` square is kept. Egocentric action happens near the image centre
+  (where the wearer looks); letterboxing would spend up to 44% of the visual tokens on black bars.
+  A 4K frame is never materialised at full size in RGB: swscale converts and shrinks in one pass.
+- **Rotation metadata** (phones record portrait as rotated landscape) is applied after the crop,
+  so a portrait clip is seen upright.
+- **Sampling: uniform over the window.** The window ``[start, end]`` (default: the whole clip) is
+  cut into ``num_frames`` equal segments and, for each segment's centre, the frame on screen at
+  that instant is taken (the training cache's rule, so train and serve sample alike).
+- **Short clips: repeat, don't refuse.** A clip with fewer frames than ``num_frames`` (Ego-ExoClip
+  clips average 0.68 s) has the same frame on screen at several segment centres, so frames repeat
+  in time order (each is scaled once, then copied); a warning is logged. A window with no frame at
+  all is refused.
+- Anything FFmpeg can decode is accepted (H.264, HEVC, VP9, MJPEG, AV1, ...); a stream whose codec
+  this FFmpeg build has no decoder for is refused with its name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from exo2ego_edge.runtime.errors import VideoError
+
+log = logging.getLogger(__name__)
+
+# swscale's area filter averages source pixels: the right filter for large downscales (4K -> 224).
+_INTERPOLATION = "AREA"
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a probe learns without decoding: enough to validate a window and plan sampling."""
+
+    path: str
+    codec: str
+    width: int
+    height: int
+    fps: float | None
+    duration: float | None  # seconds; None when the container does not say
+
+
+def _open(path: str | os.PathLike):
+    """Open a file with PyAV, turning every failure into one line that says what is wrong."""
+    import av  # local: the CLI's --help must not pay for FFmpeg
+
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(f"{p}: no such video file")
+    if p.is_dir():
+        raise VideoError(f"{p}: is a folder, not a video file")
+    if p.stat().st_size == 0:
+        raise VideoError(f"{p}: file is empty (0 bytes)")
+    try:
+        container = av.open(str(p), mode="r")
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{p}: not a readable video (corrupt, truncated or not a video: {_reason(e)})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{p}: has no video stream")
+    stream = container.streams.video[0]
+    if stream.codec_context is None or stream.codec_context.name in (None, "", "none"):
+        container.close()
+        raise VideoError(f"{p}: video codec is not supported (no decoder in this FFmpeg build)")
+    return container, stream
+
+
+def _reason(e: Exception) -> str:
+    # FFmpeg errors carry "[Errno N] Message: 'path'"; the message is the useful part.
+    return getattr(e, "strerror", None) or str(e)
+
+
+def _fps(stream) -> float | None:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else None
+
+
+def _duration(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Codec, size, frame rate and duration of a video file (no frame is decoded)."""
+    container, stream = _open(path)
+    with container:
+        cc = stream.codec_context
+        return VideoInfo(
+            path=str(path), codec=cc.name, width=cc.width, height=cc.height, fps=_fps(stream),
+            duration=_duration(container, stream),
+        )
+
+
+def sample_times(start: float, end: float, num_frames: int) -> np.ndarray:
+    """Centres of ``num_frames`` equal segments of ``[start, end]``: the uniform sampling rule."""
+    step = (end - start) / num_frames
+    return start + step * (np.arange(num_frames) + 0.5)
+
+
+def to_model_frame(frame, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """One decoded ``av.VideoFrame`` -> uint8 (size, size, 3) RGB: scale short side, centre-crop.
+
+    Writes into ``out`` when given (a slot of the clip array), so each frame is copied once after
+    swscale produced it.
+    """
+    w, h = frame.width, frame.height
+    if w <= 0 or h <= 0:
+        raise VideoError("decoded a frame with no pixels")
+    scale = size / min(w, h)
+    # Round the long side up so the crop always fits; keep both >= size.
+    sw, sh = max(size, round(w * scale)), max(size, round(h * scale))
+    rgb = frame.reformat(width=sw, height=sh, format="rgb24", interpolation=_INTERPOLATION).to_ndarray()
+    y0, x0 = (sh - size) // 2, (sw - size) // 2
+    crop = rgb[y0 : y0 + size, x0 : x0 + size]
+    rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+    if rotation:
+        # The display matrix rotates counter-clockwise by `rotation` degrees to show the frame upright.
+        crop = np.rot90(crop, k=rotation // 90)
+    if out is None:
+        return np.ascontiguousarray(crop)
+    out[...] = crop
+    return out
+
+
+def decode_clip(
+    path: str | os.PathLike,
+    start: float | None = None,
+    end: float | None = None,
+    num_frames: int = 8,
+    size: int = 224,
+) -> np.ndarray:
+    """Decode ``num_frames`` frames sampled uniformly over ``[start, end]`` (seconds; default the
+    whole clip) as uint8 (T, size, size, 3) RGB, each scaled and centre-cropped to ``size``.
+
+    Raises :class:`VideoError` with one line for a missing, empty, corrupt, truncated or
+    unsupported file and for a window with no frames. A clip with fewer frames than ``num_frames``
+    repeats frames (see the module docstring).
+    """
+    import av
+
+    if num_frames < 1:
+        raise VideoError(f"num_frames must be >= 1, got {num_frames}")
+    if size < 1:
+        raise VideoError(f"frame size must be >= 1, got {size}")
+    if start is not None and start < 0:
+        raise VideoError(f"start {start} s is negative")
+    if start is not None and end is not None and end <= start:
+        raise VideoError(f"end {end} s must be after start {start} s")
+
+    container, stream = _open(path)
+    with container:
+        stream.thread_type = "AUTO"  # frame + slice threads: decoding dominates for long clips
+        t0 = float(start or 0.0)
+        duration = _duration(container, stream)
+        if duration is not None and t0 >= duration:
+            raise VideoError(f"{path}: start {t0:g} s is past the end of the video ({duration:.2f} s)")
+        t1 = float(end) if end is not None else duration
+        if t1 is None:
+            # Some containers (raw streams, live-recorded webm) do not state their duration:
+            # find the last timestamp with a cheap demux-only pass, then sample as usual.
+            t1 = _scan_duration(container, stream)
+            container.seek(0)
+        if duration is not None:
+            t1 = min(t1, duration)
+        targets = sample_times(t0, t1, num_frames)
+        clip = np.empty((num_frames, size, size, 3), dtype=np.uint8)
+        filled = _fill(container, stream, targets, t0, t1, clip, size, path)
+    if filled < num_frames:
+        log.warning("%s: only %d distinct frame(s) in the window; repeating frames to make %d",
+                    path, filled, num_frames)
+    return clip
+
+
+def _scan_duration(container, stream) -> float:
+    last = 0.0
+    for packet in container.demux(stream):
+        if packet.pts is not None and packet.time_base is not None:
+            end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+            last = max(last, end)
+    return last
+
+
+class _Candidate:
+    """A decoded frame that may be shown at one or more target times."""
+
+    __slots__ = ("frame", "slot")
+
+    def __init__(self, frame) -> None:
+        self.frame, self.slot = frame, None  # slot: the clip row it was first written to
+
+
+def _fill(container, stream, targets: np.ndarray, t0: float, t1: float, clip: np.ndarray,
+          size: int, path) -> int:
+    """Decode once, in order, giving each target time the frame on screen at that instant (the
+    last frame whose timestamp is <= t; the first frame for earlier times, the last for later).
+    Returns how many distinct frames were used (fewer than targets when the clip is short).
+
+    "On screen" is the rule the training cache (train/video_cache.py) uses too.
+    """
+    import av
+
+    if t0 > 0:
+        # Seek to the keyframe at or before t0; earlier frames are decoded only to reach t0.
+        container.seek(int(t0 / stream.time_base), stream=stream, backward=True, any_frame=False)
+    fps = _fps(stream) or 30.0
+    n, k, index, distinct = len(targets), 0, 0, 0
+    prev: _Candidate | None = None
+
+    def put(c: _Candidate) -> None:
+        nonlocal distinct
+        if c.slot is None:  # scale + crop each frame once; a repeat is a plain copy
+            to_model_frame(c.frame, size, out=clip[k])
+            c.slot = k
+            distinct += 1
+        else:
+            clip[k] = clip[c.slot]
+
+    try:
+        for frame in container.decode(stream):
+            t = frame.time if frame.time is not None else index / fps
+            index += 1
+            if t > t1 and prev is not None:
+                break
+            cur = _Candidate(frame)
+            while k < n and targets[k] < t:
+                put(prev if prev is not None else cur)
+                k += 1
+            if k == n:
+                break
+            prev = cur
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{path}: decoding failed ({_reason(e)}); the file may be truncated or corrupt") from None
+    if prev is None:
+        raise VideoError(f"{path}: no frames between {t0:g} s and {t1:g} s")
+    while k < n:  # targets after the last frame see the last frame
+        put(prev)
+        k += 1
+    return distinct

@@ -1,0 +1,231 @@
+"""The runtime on a tiny bundle exported in the test: parity with PyTorch, KV reuse, streaming,
+sampling, refusals, the CLI, and the torch-free guarantee."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exo2ego_edge.cli import main
+from exo2ego_edge.runtime import BackendError, BundleError, PromptError, Runtime, Sampling
+from exo2ego_edge.runtime.generate import TokenPicker, generate
+from test_runtime_fixtures import QUESTIONS, bundle_dir, clips, frames_of, runtime, student_dir  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- parity: the FP32 bundle answers what the PyTorch student answers --------------------------
+def test_fp32_bundle_equals_pytorch_greedy(runtime, student_dir, clips):
+    import torch
+
+    from exo2ego_edge.model import Exo2Ego
+    from exo2ego_edge.prompt import TextTokenizer, get_template
+
+    model = Exo2Ego.from_pretrained(student_dir).eval()
+    tok = TextTokenizer.from_file(student_dir / "tokenizer.json", get_template(model.cfg.chat_template))
+    distinct = set()
+    for clip in clips:
+        session = runtime.session(clip)
+        for q in QUESTIONS[:2]:
+            got = session.ask(q, max_new_tokens=10)
+            with torch.no_grad():
+                visual = model(torch.from_numpy(session.frames)[None])
+            want = model.generate(visual, [tok.prompt_ids(model.cfg.system_prompt, q)], tok.stop_id, 10)[0]
+            assert got.token_ids == want, (clip.name, q)
+            assert got.text == tok.decode(want)
+            distinct.add(tuple(want))
+    assert len(distinct) >= 4, "answers should differ per clip and question, else parity is vacuous"
+
+
+# --- KV reuse ----------------------------------------------------------------------------------
+def test_second_question_reruns_neither_vision_nor_prefix(runtime, clips):
+    session = runtime.session(clips[0])
+    first = session.ask(QUESTIONS[0], max_new_tokens=6)
+    vision_calls, decoded = runtime.vision.calls, runtime.decoder.tokens_processed
+    second = session.ask(QUESTIONS[1], max_new_tokens=6)
+    question_len = len(runtime.prompt.question_ids(QUESTIONS[1]))
+    assert runtime.vision.calls == vision_calls
+    # Only the question and the answer's own tokens went through the decoder, never the prefix
+    # (the last answer token is fed back only when the model went on to choose the stop token).
+    fed_back = len(second.token_ids) - (second.stopped == "length")
+    assert runtime.decoder.tokens_processed - decoded == question_len + fed_back
+    assert first.timings.vision_s > 0 and first.timings.prefix_prefill_s > 0
+    assert second.timings.vision_s == 0 and second.timings.prefix_prefill_s == 0
+    # And reuse changes nothing: a fresh session answers the second question identically.
+    assert runtime.session(clips[0]).ask(QUESTIONS[1], max_new_tokens=6).token_ids == second.token_ids
+
+
+def test_stream_yields_the_answer_piece_by_piece(runtime, clips):
+    stream = runtime.stream(clips[1], QUESTIONS[0], max_new_tokens=8)
+    pieces = list(stream)
+    answer = stream.answer
+    assert [p.id for p in pieces] == answer.token_ids
+    assert "".join(p.text for p in pieces) == answer.text
+    t = answer.timings.to_dict()
+    assert len(t["token_s"]) == len(answer.token_ids) - 1 and t["ttft_s"] > 0
+
+
+# --- sampling ----------------------------------------------------------------------------------
+def test_sampling_is_deterministic_by_seed(runtime, clips):
+    session = runtime.session(clips[2])
+    s = Sampling(temperature=1.5, top_k=50, top_p=0.95, repetition_penalty=1.2, seed=7)
+    a, b = session.ask(QUESTIONS[0], 8, s), session.ask(QUESTIONS[0], 8, s)
+    assert a.token_ids == b.token_ids
+    others = {tuple(session.ask(QUESTIONS[0], 8, Sampling(temperature=1.5, seed=k)).token_ids) for k in range(4)}
+    assert len(others) > 1
+
+
+def test_token_picker_rules():
+    logits = np.array([1.0, 3.0, 2.0, -1.0], dtype=np.float32)
+    assert TokenPicker()(logits, []) == 1
+    assert TokenPicker(Sampling(temperature=1.0, top_k=1, seed=0))(logits, []) == 1
+    assert TokenPicker(Sampling(temperature=1.0, top_p=0.01, seed=0))(logits, []) == 1
+    # A penalty of 2 halves token 1's logit (3 -> 1.5): token 2 now wins greedily.
+    assert TokenPicker(Sampling(repetition_penalty=2.0))(logits, [1]) == 2
+    with pytest.raises(Exception, match="top-p"):
+        Sampling(top_p=0)
+
+
+def test_generate_stops_on_stop_token_and_budget():
+    rows = iter([np.eye(5)[k] for k in (2, 4, 3)])
+    out = list(generate(np.eye(5)[1], lambda tok: next(rows), TokenPicker(), [3], 10))
+    assert out == [1, 2, 4]
+    assert list(generate(np.eye(5)[1], lambda tok: np.eye(5)[1], TokenPicker(), [3], 4)) == [1, 1, 1, 1]
+
+
+# --- refusals ----------------------------------------------------------------------------------
+def test_empty_and_too_long_questions_are_refused(runtime, clips):
+    session = runtime.session(clips[0])
+    with pytest.raises(PromptError, match="empty"):
+        session.ask("   ")
+    with pytest.raises(PromptError, match="max_seq"):
+        session.ask("why " * 2000)
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "bundle"
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+def test_bad_bundles_are_refused(bundle_dir, tmp_path):
+    b = _copy(bundle_dir, tmp_path)
+    (b / "decoder.onnx").write_bytes((b / "decoder.onnx").read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(BundleError, match="checksum"):
+        Runtime.load(b)
+    (b / "decoder.onnx").unlink()
+    with pytest.raises(BundleError, match="missing"):
+        Runtime.load(b)
+    m = json.loads((b / "manifest.json").read_text())
+    m["format_version"] = 99
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="newer"):
+        Runtime.load(b)
+
+
+def test_tensorrt_backend_refusals(bundle_dir):
+    from exo2ego_edge.bundle import EngineSpec, load_manifest
+    from exo2ego_edge.runtime.trt_backend import GpuTarget, TrtBackend, check_engine
+
+    manifest = load_manifest(bundle_dir)
+    with pytest.raises(BackendError, match="no TensorRT engine"):
+        TrtBackend(bundle_dir, manifest)
+    spec = EngineSpec("engines/decoder.fp16.orin.plan", "decoder", "fp16", "10.3.0", "8.7", "Orin")
+    manifest.engines = [spec, EngineSpec("engines/vision.fp16.orin.plan", "vision", "fp16", "10.3.0", "8.7", "Orin")]
+    with pytest.raises(BackendError, match="needs TensorRT and pycuda"):
+        TrtBackend(bundle_dir, manifest)
+    with pytest.raises(BackendError, match=r"TensorRT 10\.3\.0.*10\.7\.0.*rebuild"):
+        check_engine(spec, GpuTarget("10.7.0.23", "8.7", "Orin"))
+    with pytest.raises(BackendError, match=r"sm 8\.7.*sm 9\.0.*rebuild"):
+        check_engine(spec, GpuTarget("10.3.0.30", "9.0", "NVIDIA H100"))
+    check_engine(spec, GpuTarget("10.3.0.30", "8.7", "Orin"))  # same version and GPU: accepted
+
+
+def test_unknown_backend_and_missing_provider(bundle_dir):
+    with pytest.raises(BackendError, match="unknown backend"):
+        Runtime.load(bundle_dir, backend="magic")
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(BackendError, match="CUDAExecutionProvider"):
+            Runtime.load(bundle_dir, backend="ort", device="cuda")
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+def _cli(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_cli_json_and_stream(bundle_dir, clips, capsys):
+    code, out, _ = _cli(["run", "--bundle", str(bundle_dir), "--video", str(clips[0]), "-q", QUESTIONS[0],
+                         "--json", "--max-new-tokens", "5"], capsys)
+    assert code == 0
+    record = json.loads(out)
+    assert set(record) >= {"answer", "token_ids", "timings"} and len(record["token_ids"]) <= 5
+    assert {"decode_video_s", "vision_s", "prefix_prefill_s", "ttft_s", "token_s"} <= set(record["timings"])
+    code, out, _ = _cli(["run", "--bundle", str(bundle_dir), "--video", str(clips[0]), "-q", QUESTIONS[0],
+                         "--stream", "--max-new-tokens", "5"], capsys)
+    assert code == 0 and out.rstrip("\n") == record["answer"]
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "question", "newer"])
+def test_cli_bad_input_is_one_line(case, bundle_dir, clips, tmp_path, capsys):
+    video, bundle, question = str(clips[0]), str(bundle_dir), QUESTIONS[0]
+    if case == "missing":
+        video = str(tmp_path / "nope.mp4")
+    elif case == "empty":
+        (tmp_path / "empty.mp4").write_bytes(b"")
+        video = str(tmp_path / "empty.mp4")
+    elif case == "text":
+        (tmp_path / "notes.mp4").write_text("just some text\n" * 10)
+        video = str(tmp_path / "notes.mp4")
+    elif case == "question":
+        question = ""
+    else:
+        b = _copy(bundle_dir, tmp_path)
+        m = json.loads((b / "manifest.json").read_text())
+        m["format_version"] += 1
+        (b / "manifest.json").write_text(json.dumps(m))
+        bundle = str(b)
+    code, _, err = _cli(["run", "--bundle", bundle, "--video", video, "-q", question], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+# --- torch-free --------------------------------------------------------------------------------
+BLOCKER = '''
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "optimum"):
+            raise ImportError(f"{name} is blocked: the runtime must not import it")
+        return None
+sys.meta_path.insert(0, _Block())
+'''
+
+
+def test_runtime_and_cli_work_with_torch_unimportable(bundle_dir, clips, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(BLOCKER))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    probe = "import exo2ego_edge.runtime, sys\ntry:\n import torch\nexcept ImportError:\n print('blocked')"
+    r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "blocked" in r.stdout, r.stderr
+    exe = [sys.executable, "-c", "from exo2ego_edge.cli import main; main()"]
+    r = subprocess.run([*exe, "run", "--bundle", str(bundle_dir), "--video", str(clips[0]), "-q", QUESTIONS[0],
+                        "--json", "--max-new-tokens", "4"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "token_ids" in json.loads(r.stdout)
+    r = subprocess.run([*exe, "doctor"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "ort-cpu" in r.stdout, r.stderr
