@@ -1,0 +1,61 @@
+"""Stage 2's KL and cycle-consistency terms against values worked out by hand."""
+
+import math
+
+import pytest
+import torch
+
+from exo2ego_edge.train.losses import cycle_consistency, feature_kl
+
+
+def test_kl_matches_hand_computation():
+    # token 1: p = softmax([0, ln 3]) = [1/4, 3/4], q = softmax([0, 0]) = [1/2, 1/2]
+    #          KL = 1/4 ln(1/2) + 3/4 ln(3/2) = 0.1308...
+    # token 2: identical distributions -> 0.  Mean over the two tokens.
+    y = torch.tensor([[[0.0, math.log(3.0)], [1.0, 2.0]]])
+    fx = torch.tensor([[[0.0, 0.0], [1.0, 2.0]]])
+    token1 = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+    assert token1 == pytest.approx(0.130812, abs=1e-6)
+    assert feature_kl(y, fx).item() == pytest.approx(token1 / 2, abs=1e-6)
+
+
+def test_kl_temperature_softens_both_sides():
+    # tau = 2: p = softmax([0, ln(3)/2]) = [1/(1+sqrt 3), sqrt 3/(1+sqrt 3)], q uniform.
+    y = torch.tensor([[[0.0, math.log(3.0)]]])
+    fx = torch.zeros(1, 1, 2)
+    p1 = 1 / (1 + math.sqrt(3))
+    expected = p1 * math.log(p1 / 0.5) + (1 - p1) * math.log((1 - p1) / 0.5)
+    assert feature_kl(y, fx, tau=2.0).item() == pytest.approx(expected, abs=1e-6)
+    assert expected < feature_kl(y, fx, tau=1.0).item()
+
+
+def test_kl_direction_is_demonstrator_first():
+    y = torch.tensor([[[0.0, 2.0, -1.0]]])
+    fx = torch.tensor([[[1.0, 0.0, 0.0]]])
+    p, q = torch.softmax(y, -1), torch.softmax(fx, -1)
+    forward = (p * (p / q).log()).sum().item()
+    reverse = (q * (q / p).log()).sum().item()
+    assert forward != pytest.approx(reverse, abs=1e-3)
+    assert feature_kl(y, fx).item() == pytest.approx(forward, abs=1e-6)
+
+
+def test_kl_is_zero_for_equal_features_and_gradient_flows_to_fx():
+    y = torch.randn(2, 3, 5)
+    fx = y.clone().requires_grad_(True)
+    loss = feature_kl(y, fx)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    (feature_kl(y, fx + torch.randn_like(fx))).backward()
+    assert fx.grad is not None and fx.grad.abs().sum() > 0
+
+
+def test_cycle_consistency_is_sum_of_two_mean_absolute_errors():
+    x = torch.tensor([[[1.0, -2.0]]])
+    gfx = torch.tensor([[[0.0, 0.0]]])  # |.| = 1, 2 -> mean 1.5
+    y = torch.tensor([[[3.0], [1.0]]])
+    fgy = torch.tensor([[[1.0], [1.0]]])  # |.| = 2, 0 -> mean 1.0
+    assert cycle_consistency(x, gfx, y, fgy).item() == pytest.approx(2.5)
+
+
+def test_kl_rejects_mismatched_shapes():
+    with pytest.raises(ValueError):
+        feature_kl(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4))

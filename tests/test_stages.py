@@ -1,0 +1,130 @@
+"""Each stage trains exactly its parameter groups; migration copies; LoRA merge is lossless."""
+
+import numpy as np
+import pytest
+import torch
+
+from exo2ego_edge.model import Exo2Ego
+from exo2ego_edge.prompt import get_template, train_bpe
+from exo2ego_edge.train.data import Collator, Example, FrameStore
+from exo2ego_edge.train.stages import (
+    GROUPS, SPECS, add_lora, apply_trainable, group_of, load_config, merge_lora,
+)
+from exo2ego_edge.train.trainer import StageLoss
+
+TEXTS = ["The camera wearer picks up the red cup.", "I am pushing the blue bowl.", "What am I doing?"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = load_config("egosim-tiny-quick")
+    mc = cfg.model_config()
+    tok = train_bpe(TEXTS, 300, get_template(mc.chat_template), mc.system_prompt)
+    mc.llm.vocab_size = tok.vocab_size
+    rng = np.random.default_rng(0)
+    shape = (6, mc.num_frames, mc.vision.image_size, mc.vision.image_size, 3)
+    store = FrameStore()
+    for view in ("ego", "exo"):
+        store.add("s", view, rng.integers(0, 256, shape, dtype=np.uint8), np.arange(6))
+    return cfg, mc, tok, Collator(store, tok, mc.system_prompt)
+
+
+def _examples(stage: str) -> list[Example]:
+    q, a = "What am I doing?", "I am pushing the blue bowl."
+    if stage == "init":  # a mixed batch: exo captions and ego captions / instructions
+        return [Example("s", exo=0, vtg_view="exo", question=q, answer=a),
+                Example("s", ego=1, vtg_view="ego", question=q, answer=a),
+                Example("s", ego=2, vtg_view="ego", question=q, answer=a)]
+    if stage == "stage1":
+        return [Example("s", exo=i, vtg_view="exo", question=q, answer=a) for i in range(3)]
+    if stage == "stage2":  # pairs, only some with text
+        return [Example("s", ego=0, exo=0, vtg_view="ego", question=q, answer=a),
+                Example("s", ego=1, exo=1), Example("s", ego=2, exo=2)]
+    return [Example("s", ego=i, vtg_view="ego", question=q, answer=a) for i in range(3)]
+
+
+def _model(mc) -> Exo2Ego:
+    torch.manual_seed(0)
+    model = Exo2Ego(mc)
+    # The mapping nets start as the identity (zero output layers): nudge them so gradients
+    # reach every layer and "receives a gradient" is a meaningful check.
+    with torch.no_grad():
+        for p in list(model.F.parameters()) + list(model.G.parameters()):
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+EXPECTED = {
+    "init": {"ego_encoder", "exo_encoder", "F", "projector", "llm"},
+    "stage1": {"exo_encoder", "projector"},
+    "stage2": {"ego_encoder", "F", "G"},
+    "stage3": {"ego_encoder", "F", "lora"},
+}
+
+
+@pytest.mark.parametrize("stage", list(SPECS))
+def test_only_the_stage_groups_receive_gradients(setup, stage):
+    cfg, mc, tok, collate = setup
+    model, spec = _model(mc), SPECS[stage]
+    if spec.migrate:
+        model.migrate_exo_to_ego()
+    if spec.lora:
+        add_lora(model)
+        with torch.no_grad():  # LoRA B starts at zero: make A's gradient non-zero too
+            for n, p in model.llm.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.02)
+    apply_trainable(model, spec)
+    losses = StageLoss(model, spec, cfg.stage(stage))(collate(_examples(stage)))
+    assert set(losses) == {"loss", *spec.losses}
+    losses["loss"].backward()
+
+    got: dict[str, bool] = {}
+    for name, p in model.named_parameters():
+        g = group_of(name)
+        nonzero = p.grad is not None and bool(p.grad.abs().sum() > 0)
+        if g not in EXPECTED[stage]:
+            assert p.grad is None, f"{stage}: frozen {name} received a gradient"
+            assert not p.requires_grad
+        got[g] = got.get(g, False) or nonzero
+    assert {g for g, ok in got.items() if ok} == EXPECTED[stage]
+    assert set(got) <= set(GROUPS)
+    if stage == "stage3":  # the base LLM weights stay frozen under LoRA
+        assert all(not p.requires_grad for n, p in model.llm.named_parameters() if "lora_" not in n)
+
+
+def test_ego_equals_exo_right_after_migration(setup):
+    _, mc, _, collate = setup
+    model = _model(mc)
+    frames = collate([Example("s", ego=0, exo=0)]).ego_frames
+    assert not torch.allclose(model.ego_features(frames), model.exo_features(frames))
+    model.migrate_exo_to_ego()
+    ego, exo = model.ego_encoder.state_dict(), model.exo_encoder.state_dict()
+    assert ego.keys() == exo.keys()
+    assert all(torch.equal(ego[k], exo[k]) for k in ego)
+    torch.testing.assert_close(model.ego_features(frames), model.exo_features(frames), rtol=0, atol=0)
+    # a copy, not shared storage: training the learner must not move the demonstrator
+    next(model.ego_encoder.parameters()).data.add_(1.0)
+    assert not torch.equal(next(model.ego_encoder.parameters()), next(model.exo_encoder.parameters()))
+
+
+def test_lora_merge_leaves_outputs_unchanged(setup):
+    _, mc, tok, collate = setup
+    model = _model(mc).eval()
+    add_lora(model)
+    with torch.no_grad():
+        for n, p in model.llm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    batch = collate(_examples("stage3"))
+    with torch.no_grad():
+        visual = model.ego_visual_tokens(model.ego_features(batch.ego_frames))
+        before = model.vtg_loss(visual, batch.prompts, batch.answers)
+        ids_before = model.generate(visual, batch.prompts, tok.stop_id, max_new_tokens=5)
+        merge_lora(model)
+        after = model.vtg_loss(visual, batch.prompts, batch.answers)
+        ids_after = model.generate(visual, batch.prompts, tok.stop_id, max_new_tokens=5)
+    assert not any("lora" in n for n, _ in model.llm.named_parameters())
+    assert type(model.llm).__name__.endswith("ForCausalLM")
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    assert ids_after == ids_before

@@ -1,0 +1,142 @@
+"""Score greedy answers to "What am I doing?" on held-out ego clips: right verb, right object.
+
+A verb counts in any inflection ("pick up": picks up / picking up / picked up / pick up, the
+particle anywhere after the verb), an object in singular or plural. Chance is the majority-label
+baseline of the scored clips (always answer the most frequent verb / object / pair), the stronger
+of the usual two; the expected accuracy of guessing from the label distribution (sum of p^2) is
+reported beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from exo2ego_edge.train.instructions import ing_form
+
+log = logging.getLogger(__name__)
+
+DOING_QUESTION = "What am I doing?"
+_IRREGULAR_PAST = {"put": "put", "take": "took", "hold": "held", "get": "got", "go": "went",
+                   "make": "made", "cut": "cut", "set": "set", "throw": "threw", "lift": "lifted"}
+
+
+def third_person(base: str) -> str:
+    if base.endswith(("s", "sh", "ch", "x", "z", "o")):
+        return base + "es"
+    if len(base) > 1 and base.endswith("y") and base[-2] not in "aeiou":
+        return base[:-1] + "ies"
+    return base + "s"
+
+
+def past_tense(base: str) -> str:
+    if base in _IRREGULAR_PAST:
+        return _IRREGULAR_PAST[base]
+    if base.endswith("e"):
+        return base + "d"
+    if len(base) > 1 and base.endswith("y") and base[-2] not in "aeiou":
+        return base[:-1] + "ied"
+    ing = ing_form(base)  # reuse its consonant doubling: stop -> stopping -> stopped
+    return ing[:-3] + "ed"
+
+
+def verb_matches(answer: str, verb: str) -> bool:
+    """Does ``answer`` use ``verb`` (base form, maybe with a particle) in any inflection?"""
+    head, _, particle = verb.lower().partition(" ")
+    forms = {head, third_person(head), ing_form(head), past_tense(head)}
+    text = answer.lower()
+    m = re.search(r"\b(?:%s)\b" % "|".join(map(re.escape, sorted(forms))), text)
+    if not m:
+        return False
+    return not particle or re.search(rf"\b{re.escape(particle)}\b", text[m.end():]) is not None
+
+
+def object_matches(answer: str, obj: str) -> bool:
+    return re.search(rf"\b{re.escape(obj.lower())}(?:s|es)?\b", answer.lower()) is not None
+
+
+@dataclass
+class EvalResult:
+    n: int
+    verb_acc: float
+    object_acc: float
+    both_acc: float
+    chance_verb: float
+    chance_object: float
+    chance_both: float
+    random_verb: float  # expected accuracy of guessing from the label distribution
+    random_object: float
+    random_both: float
+    examples: list[dict] = field(default_factory=list)  # a few (question, answer, labels)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (f"verb {self.verb_acc:.1%} (chance {self.chance_verb:.1%}), object {self.object_acc:.1%} "
+                f"(chance {self.chance_object:.1%}), both {self.both_acc:.1%} (chance {self.chance_both:.1%}) "
+                f"on {self.n} held-out ego clips")
+
+
+def select_doing_rows(rows: list[dict], split: str, limit: int, seed: int = 0) -> list[dict]:
+    """One "What am I doing?" row with a verb and an object per distinct held-out ego clip."""
+    seen, picked = set(), []
+    for r in rows:
+        key = (r["ego_video"], r["start"], r["end"])
+        if (r.get("split") == split and r.get("question") == DOING_QUESTION and r.get("verb")
+                and r.get("object") and key not in seen):
+            seen.add(key)
+            picked.append(r)
+    if len(picked) > limit:
+        keep = np.random.default_rng(seed).permutation(len(picked))[:limit]
+        picked = [picked[i] for i in sorted(keep)]
+    return picked
+
+
+def chance_levels(labels: list) -> tuple[float, float]:
+    """(majority-label accuracy, expected accuracy of guessing from the distribution)."""
+    if not labels:
+        return 0.0, 0.0
+    counts = np.array(list(Counter(labels).values()), dtype=float) / len(labels)
+    return float(counts.max()), float((counts**2).sum())
+
+
+@torch.no_grad()
+def answer_questions(model, tokenizer, frames: torch.Tensor, questions: list[str], batch_size: int = 16,
+                     max_new_tokens: int = 24) -> list[str]:
+    """Greedy answers about uint8 ego clips ``frames`` (N, T, H, W, 3), one question each."""
+    device = next(model.parameters()).device
+    system = model.cfg.system_prompt
+    answers: list[str] = []
+    for i in range(0, len(questions), batch_size):
+        visual = model(frames[i : i + batch_size].to(device))  # (B, T*P, D)
+        prompts = [tokenizer.prompt_ids(system, q) for q in questions[i : i + batch_size]]
+        out = model.generate(visual, prompts, tokenizer.stop_id, max_new_tokens=max_new_tokens)
+        answers += [tokenizer.decode(t) for t in out]
+    return answers
+
+
+def evaluate_doing(model, tokenizer, frames: torch.Tensor, rows: list[dict], batch_size: int = 16) -> EvalResult:
+    """Ask "What am I doing?" about each clip and score verb, object and both."""
+    was_training = model.training
+    model.eval()
+    answers = answer_questions(model, tokenizer, frames, [DOING_QUESTION] * len(rows), batch_size)
+    model.train(was_training)
+    verb_ok = [verb_matches(a, r["verb"]) for a, r in zip(answers, rows)]
+    obj_ok = [object_matches(a, r["object"]) for a, r in zip(answers, rows)]
+    both = [v and o for v, o in zip(verb_ok, obj_ok)]
+    cv, rv = chance_levels([r["verb"] for r in rows])
+    co, ro = chance_levels([r["object"] for r in rows])
+    cb, rb = chance_levels([(r["verb"], r["object"]) for r in rows])
+    n = max(len(rows), 1)
+    return EvalResult(
+        n=len(rows), verb_acc=sum(verb_ok) / n, object_acc=sum(obj_ok) / n, both_acc=sum(both) / n,
+        chance_verb=cv, chance_object=co, chance_both=cb, random_verb=rv, random_object=ro, random_both=rb,
+        examples=[{"answer": a, "verb": r["verb"], "object": r["object"], "reference": r["answer"]}
+                  for a, r in list(zip(answers, rows))[:8]],
+    )
