@@ -1,14 +1,109 @@
-"""`exo2ego-edge bench`."""
+"""`exo2ego-edge bench`: per-stage latency distributions, rooflines and a Jetson projection.
+
+A thin wrapper over :func:`exo2ego_edge.runtime.bench_harness.run_benchmark`; only ``--preset``
+(a random-weight bundle built through the real exporter) imports the export layer and torch.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import click
 
-from exo2ego_edge.cli.pending import not_yet
+from exo2ego_edge.errors import UserError
 
 
-@click.command(name="bench", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(args: tuple[str, ...]) -> None:
-    """Latency benchmarks: per-stage profiles, rooflines, Jetson projections (issue 6; not implemented yet)."""
-    not_yet("exo2ego-edge bench", 6)
+def _frame_list(ctx, param, value: str) -> list[int]:
+    try:
+        frames = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got '{value}'") from None
+    if not frames or any(f < 1 for f in frames):
+        raise click.BadParameter(f"frame counts must be positive, got '{value}'")
+    return frames
+
+
+@click.command(name="bench")
+@click.option("--bundle", type=click.Path(path_type=Path), help="Bundle folder to benchmark.")
+@click.option("--preset", help="Instead of --bundle: build a random-weight bundle of this preset (needs the export extra).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "int4"]), default="fp32", show_default=True,
+              help="Precision of the --preset bundle.")
+@click.option("--llm-layers", type=int, help="--preset only: fewer decoder layers at the same width (a reduced variant).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="--preset only: where built bundles are cached.")
+@click.option("--backend", type=click.Choice(["auto", "ort", "tensorrt"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True,
+              help="ONNX Runtime provider for --backend ort.")
+@click.option("--threads", type=int, help="Intra-op threads (default: ONNX Runtime's choice).")
+@click.option("--frames", default="8,16", show_default=True, callback=_frame_list, help="Frame counts to sweep.")
+@click.option("--prompt-tokens", type=int, default=32, show_default=True, help="Question tokens after the video.")
+@click.option("--new-tokens", type=int, default=32, show_default=True, help="Answer tokens (stop token ignored).")
+@click.option("--runs", type=int, default=10, show_default=True)
+@click.option("--warmup", type=int, default=2, show_default=True)
+@click.option("--video", type=click.Path(exists=True, dir_okay=False), help="A clip to decode (default: synthetic H.264).")
+@click.option("--no-roofline", is_flag=True, help="Skip the bandwidth / GEMM measurements and the graph walk.")
+@click.option("--os-reserve-gb", type=float, default=2.0, show_default=True,
+              help="Memory the Jetson projection leaves to the OS and CUDA stack.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as Markdown.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG chart (needs matplotlib).")
+def bench(bundle: Path | None, preset: str | None, precision: str, llm_layers: int | None, cache_dir: Path | None,
+          backend: str, device: str, threads: int | None, frames: list[int], prompt_tokens: int, new_tokens: int,
+          runs: int, warmup: int, video: str | None, no_roofline: bool, os_reserve_gb: float,
+          json_path: Path | None, md_path: Path | None, plot_path: Path | None) -> None:
+    """Latency benchmark of a bundle: per-stage p50/p90/p99, tokens/s, frames/s, memory, power,
+    achieved fraction of this machine's bandwidth and compute rooflines, and a Jetson projection.
+
+    \b
+    exo2ego-edge bench --bundle out/bundle --frames 8,16 --json bench.json
+    exo2ego-edge bench --preset egosim-tiny --precision int8 --runs 5 --json out.json
+    """
+    from exo2ego_edge.runtime import bench_harness
+
+    if (bundle is None) == (preset is None):
+        raise UserError("bench needs exactly one of --bundle or --preset")
+    if bundle is None:
+        bundle = _build_preset(preset, precision, llm_layers, cache_dir, max(frames))
+    config = bench_harness.BenchConfig(
+        frames=frames, prompt_tokens=prompt_tokens, new_tokens=new_tokens, runs=runs, warmup=warmup,
+        backend=backend, device=device, threads=threads, video=video, roofline=not no_roofline,
+        os_reserve_bytes=int(os_reserve_gb * 2**30),
+    )
+    total = len(frames) * (runs + warmup)
+    with click.progressbar(length=total, label="bench", file=sys.stderr,
+                           show_pos=True) as bar:
+        last = [0]
+
+        def tick(done: int) -> None:
+            bar.update(done - last[0])
+            last[0] = done
+
+        report = bench_harness.run_benchmark(bundle, config, progress=tick)
+    if preset is not None:
+        report["bundle"]["random_weights"] = True
+        report["bundle"]["preset"] = preset
+    markdown = bench_harness.to_markdown(report)
+    if json_path:
+        _write(json_path, json.dumps(report, indent=2) + "\n")
+    if md_path:
+        _write(md_path, markdown)
+    if plot_path:
+        bench_harness.plot(report, plot_path)
+    click.echo(markdown)
+
+
+def _build_preset(preset: str, precision: str, llm_layers: int | None, cache_dir: Path | None, max_frames: int) -> Path:
+    try:
+        from exo2ego_edge.export.random_bundle import build_random_bundle
+    except ImportError as e:
+        raise UserError(f"--preset builds a bundle with the exporter, which needs the export extra ({e.name} is missing); "
+                        "pass --bundle instead") from None
+    return build_random_bundle(preset, precision, llm_layers=llm_layers, cache_dir=cache_dir, max_frames=max_frames)
+
+
+def _write(path: Path, text: str) -> None:
+    from exo2ego_edge.atomic import atomic_file
+
+    with atomic_file(path) as f:
+        f.write(text)
