@@ -11,8 +11,16 @@ Graph interface (names are part of the contract):
   (N, P, D). Frames are the batch axis: every op is per frame, so a live source encodes each new
   frame once and caches its P tokens.
 - decoder: ``inputs_embeds`` (B, S, D), ``attention_mask`` int64 (B, past + S), ``position_ids``
-  int64 (B, S), ``past_key_values.{i}.key|value`` (B, kv_heads, past, head_dim) -> ``logits``
-  (B, S, V) and ``present.{i}.key|value`` (B, kv_heads, past + S, head_dim).
+  int64 (B, S), ``logits_to_keep`` int64 scalar, ``past_key_values.{i}.key|value``
+  (B, kv_heads, past, head_dim) -> ``logits`` (B, K, V) and ``present.{i}.key|value``
+  (B, kv_heads, past + S, head_dim).
+
+  ``logits_to_keep`` = k (Hugging Face's name and meaning): the logits cover the last
+  K = min(k, S) new positions, or all S for k = 0. Generation passes 1 (a prefill's vocabulary
+  projection is then one row, not S), option log-likelihood the option's length, a teacher-forced
+  check S. Bundles exported before this input existed do not list it in ``graphs.decoder.inputs``
+  and always return all S positions; the runtime reads the manifest to tell the two apart.
+  TensorRT engines are built with k fixed to 1 and have no such input: the runtime needs one row.
 
 No torch here: the runtime imports this module.
 """
@@ -31,6 +39,7 @@ from exo2ego_edge.errors import UserError
 FORMAT = "exo2ego-edge-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+LOGITS_TO_KEEP = "logits_to_keep"  # the decoder input choosing how many positions get logits
 
 
 class BundleError(UserError):

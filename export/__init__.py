@@ -5,10 +5,10 @@ Modules, in pipeline order:
 
 - ``onnx_graphs``: the vision / decoder wrapper modules and their ONNX export;
 - ``quantize``: ORT dynamic / static / Q/DQ INT8, MatMulNBits INT8/INT4, FP16, Q/DQ placement check;
-- ``clip_frames``: ego frames for calibration and parity from clip JSONL rows (PyAV);
+- ``clip_frames``: ego frames for calibration and parity from clip JSONL rows (the runtime's decoder);
 - ``tensorrt_build``: TensorRT 10 engines with optimization profiles and a timing cache;
 - ``bundle_writer``: manifest, checksums, provenance;
-- ``parity``: the ORT greedy loop and the parity gate;
+- ``parity``: the parity gate, run through the runtime (``exo2ego_edge.runtime``);
 - ``inspect_bundle``: ``export inspect``'s table; ``fixtures``: tiny student checkpoints for tests.
 
 Importing this package imports nothing heavy; torch is loaded by the modules that need it.

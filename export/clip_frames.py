@@ -1,10 +1,10 @@
 """Ego frames for calibration and parity: JSONL clip rows -> uint8 (T, H, W, 3) frame stacks.
 
 A row needs ``ego_video``, ``start`` and ``end`` (seconds), as in Ego-ExoClip and the instruction
-files. Frames are sampled uniformly within [start, end] (the centre of T equal slices) and
-resized to the model's square size with PyAV's scaler, the same RGB, NHWC, uint8 layout the vision
-graph takes. Rows whose video cannot be decoded are skipped with a warning, not fatal: calibration
-needs enough frames, not every clip.
+files. Frames come from :func:`exo2ego_edge.runtime.video.decode_clip`, the decoder the runtime
+uses on the device (uniform sampling over [start, end], short side scaled then centre-cropped),
+so calibration and parity see the pixels the bundle will be given. Rows whose video cannot be
+decoded are skipped with a warning, not fatal: calibration needs enough frames, not every clip.
 """
 
 from __future__ import annotations
@@ -17,52 +17,9 @@ from typing import Any
 import numpy as np
 
 from exo2ego_edge.errors import UserError
+from exo2ego_edge.runtime.video import decode_clip
 
 log = logging.getLogger(__name__)
-
-
-def sample_times(start: float, end: float, num_frames: int) -> np.ndarray:
-    """Centres of ``num_frames`` equal slices of [start, end] (seconds)."""
-    span = max(end - start, 0.0)
-    return start + (np.arange(num_frames) + 0.5) * span / num_frames
-
-
-def decode_clip_frames(path: str | Path, start: float, end: float, num_frames: int, size: int) -> np.ndarray:
-    """Decode ``num_frames`` RGB frames of ``path`` spread over [start, end], resized to ``size``.
-
-    Each wanted time takes the last decoded frame at or before it (the frame on screen then);
-    times before the first frame take the first frame.
-    """
-    import av
-
-    wanted = sample_times(start, end, num_frames)
-    picked: list[np.ndarray | None] = [None] * num_frames
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            if start > 0 and stream.time_base is not None:
-                container.seek(int(start / stream.time_base), stream=stream, backward=True)
-            last: np.ndarray | None = None
-            k = 0
-            for frame in container.decode(stream):
-                t = float(frame.time) if frame.time is not None else 0.0
-                while k < num_frames and t > wanted[k] + 1e-6:
-                    picked[k] = last if last is not None else _rgb(frame, size)
-                    k += 1
-                if k >= num_frames:
-                    break
-                last = _rgb(frame, size)
-            for i in range(k, num_frames):  # clip runs to (or past) the end of the video
-                picked[i] = last
-    except (av.error.FFmpegError, IndexError, OSError) as e:
-        raise UserError(f"{path}: cannot decode video ({e})") from None
-    if any(p is None for p in picked):
-        raise UserError(f"{path}: no frames decoded in [{start}, {end}]")
-    return np.stack(picked)  # (T, H, W, 3) uint8
-
-
-def _rgb(frame, size: int) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24", width=size, height=size)
 
 
 def read_clip_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -103,7 +60,7 @@ def load_clips(
         if len(clips) == count:
             break
         try:
-            clips.append((decode_clip_frames(row["ego_video"], float(row["start"]), float(row["end"]), num_frames, size), row))
+            clips.append((decode_clip(row["ego_video"], float(row["start"]), float(row["end"]), num_frames, size), row))
         except UserError as e:
             log.warning("skipping clip: %s", e)
     if not clips:

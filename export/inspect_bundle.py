@@ -63,7 +63,8 @@ def format_manifest(folder: str | Path) -> str:
         lines.append(
             f"           visual cosine mean {p.get('visual_cosine_mean', float('nan')):.6f} min {p.get('visual_cosine_min', float('nan')):.6f};"
             f" logits max |err| {p.get('logits_max_abs', float('nan')):.3g};"
-            f" greedy agreement {p.get('token_agreement', float('nan')):.1%} of {p.get('tokens_compared')} tokens"
+            f" greedy agreement {p.get('token_agreement', float('nan')):.1%} of {p.get('tokens_compared')} tokens;"
+            f" identical answers on {p.get('exact_sequences')} of {p.get('clips')} clips"
         )
         for failure in p.get("failures", []):
             lines.append(f"           failed: {failure}")

@@ -18,13 +18,16 @@ as a fallback for the day the TorchScript exporter is removed.
 
 Graph interface (see :mod:`exo2ego_edge.bundle`): vision ``frames`` uint8 (N, H, W, 3) ->
 ``visual_tokens`` (N, P, D); decoder ``inputs_embeds`` + ``attention_mask`` + ``position_ids`` +
-``past_key_values.{i}.key|value`` -> ``logits`` + ``present.{i}.key|value``.
+``logits_to_keep`` + ``past_key_values.{i}.key|value`` -> ``logits`` (last ``logits_to_keep``
+positions) + ``present.{i}.key|value``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from exo2ego_edge.bundle import TensorSpec
+from exo2ego_edge.bundle import LOGITS_TO_KEEP, TensorSpec
 from exo2ego_edge.config import ModelConfig
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.model import Exo2Ego
@@ -44,6 +47,7 @@ EXPORTERS = ("torchscript", "dynamo")
 
 # Dynamic axis names: part of the manifest, read by the runtime and by TensorRT profiles.
 FRAMES, BATCH, SEQ, PAST, TOTAL = "frames", "batch", "sequence", "past_sequence", "total_sequence"
+KEPT = "kept_sequence"  # positions the logits cover: min(logits_to_keep, sequence), all for 0
 
 
 def past_names(num_layers: int) -> list[str]:
@@ -93,10 +97,11 @@ def decoder_io(cfg: ModelConfig, float_dtype: str = "float32") -> GraphIO:
             TensorSpec("inputs_embeds", float_dtype, [BATCH, SEQ, lc.hidden_size]),
             TensorSpec("attention_mask", "int64", [BATCH, TOTAL]),
             TensorSpec("position_ids", "int64", [BATCH, SEQ]),
+            TensorSpec(LOGITS_TO_KEEP, "int64", []),
             *(TensorSpec(n, float_dtype, list(kv_in)) for n in past_names(lc.num_layers)),
         ],
         outputs=[
-            TensorSpec("logits", float_dtype, [BATCH, SEQ, lc.vocab_size]),
+            TensorSpec("logits", float_dtype, [BATCH, KEPT, lc.vocab_size]),
             *(TensorSpec(n, float_dtype, list(kv_out)) for n in present_names(lc.num_layers)),
         ],
     )
@@ -119,7 +124,13 @@ class VisionGraph(nn.Module):
 
 
 class DecoderGraph(nn.Module):
-    """The LLM over embeddings with an explicit, flat KV cache: prefill and decode are one graph."""
+    """The LLM over embeddings with an explicit, flat KV cache: prefill and decode are one graph.
+
+    ``logits_to_keep`` (int64 scalar, Hugging Face's name and meaning): the logits cover the last
+    ``k`` new positions only, or all of them for ``k = 0``. The vocabulary projection is the
+    largest matrix of a small LLM (151936 x 896 on edge-0.5b), so a prefill that needs one row
+    must not compute hundreds.
+    """
 
     def __init__(self, model: Exo2Ego):
         super().__init__()
@@ -128,7 +139,7 @@ class DecoderGraph(nn.Module):
 
     def forward(
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-        *past: torch.Tensor,
+        logits_to_keep: torch.Tensor, *past: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         from transformers import DynamicCache
 
@@ -138,11 +149,63 @@ class DecoderGraph(nn.Module):
         out = self.llm(
             inputs_embeds=inputs_embeds, attention_mask=causal_mask(attention_mask, inputs_embeds),
             position_ids=position_ids, past_key_values=cache, use_cache=True,
+            logits_to_keep=kept_positions(logits_to_keep, inputs_embeds.shape[1]),
         )
         present: list[torch.Tensor] = []
         for layer in out.past_key_values.layers:
             present += [layer.keys, layer.values]  # (B, kv, past + S, hd)
         return (out.logits, *present)
+
+
+EXPORT_ATTENTION = "exo2ego_grouped"  # transformers attention-interface name used while exporting
+
+
+def grouped_query_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
+                            **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention as exported: each KV head serves its group of query heads through a reshape of the
+    *queries*, so the KV cache is read where it lies.
+
+    transformers' eager and SDPA paths (with a mask) first expand K and V to every query head
+    (``repeat_kv``): in the graph, an Expand + Reshape that copies the whole cache of every layer on
+    every decode step (7x the cache on Qwen2-0.5B's 14 query / 2 KV heads). Query head
+    ``h = g * group + r`` belongs to KV head ``g`` (``repeat_kv``'s order), which is exactly what
+    viewing (B, H, S, hd) as (B, KV, group * S, hd) gives. Same arithmetic as eager attention:
+    scores scaled after the product, softmax in float32.
+    """
+    b, heads, _, head_dim = query.shape
+    groups = key.shape[1]
+    q = query.reshape(b, groups, -1, head_dim)  # (B, KV, group * S, hd)
+    scores = torch.matmul(q, key.transpose(2, 3)) * scaling  # (B, KV, group * S, T)
+    scores = scores.reshape(b, heads, -1, key.shape[2])  # (B, H, S, T)
+    if attention_mask is not None:
+        scores = scores + attention_mask[:, :, :, : key.shape[2]]
+    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    out = torch.matmul(probs.reshape(b, groups, -1, key.shape[2]), value)  # (B, KV, group * S, hd)
+    return out.reshape(b, heads, -1, head_dim).transpose(1, 2).contiguous(), probs
+
+
+@contextlib.contextmanager
+def export_attention(llm: nn.Module) -> Iterator[None]:
+    """Run ``llm``'s attention through :func:`grouped_query_attention` inside the block."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(EXPORT_ATTENTION, grouped_query_attention)
+    before = llm.config._attn_implementation
+    llm.config._attn_implementation = EXPORT_ATTENTION
+    try:
+        yield
+    finally:
+        llm.config._attn_implementation = before
+
+
+def kept_positions(logits_to_keep: torch.Tensor, seq: int) -> torch.Tensor:
+    """Indices of the last ``logits_to_keep`` of ``seq`` positions (all of them for k <= 0 or
+    k >= seq). Built with tensor ops so the count stays a run-time value in the graph;
+    transformers takes a tensor ``logits_to_keep`` as these indices."""
+    seq_t = torch.tensor(seq, dtype=torch.long)
+    k = torch.where((logits_to_keep > 0) & (logits_to_keep < seq_t), logits_to_keep, seq_t)
+    return torch.arange(k) + (seq_t - k)
 
 
 def causal_mask(attention_mask: torch.Tensor, inputs_embeds: torch.Tensor) -> torch.Tensor:
@@ -167,8 +230,9 @@ def vision_example(cfg: ModelConfig, frames: int = 2) -> tuple[torch.Tensor, ...
     return (torch.randint(0, 256, (frames, s, s, 3), dtype=torch.uint8, generator=g),)
 
 
-def decoder_example(cfg: ModelConfig, batch: int = 2, seq: int = 5, past: int = 3) -> tuple[torch.Tensor, ...]:
-    # batch 2 and past != seq: no axis length coincides with another, so none is specialised.
+def decoder_example(cfg: ModelConfig, batch: int = 2, seq: int = 5, past: int = 3,
+                    logits_to_keep: int = 4) -> tuple[torch.Tensor, ...]:
+    # batch 2, past != seq, keep 4: no axis length coincides with another, so none is specialised.
     lc = cfg.llm
     g = torch.Generator().manual_seed(0)
     kv = [torch.randn(batch, lc.num_kv_heads, past, lc.head_dim, generator=g) for _ in range(2 * lc.num_layers)]
@@ -176,6 +240,7 @@ def decoder_example(cfg: ModelConfig, batch: int = 2, seq: int = 5, past: int = 
         torch.randn(batch, seq, lc.hidden_size, generator=g),
         torch.ones(batch, past + seq, dtype=torch.long),
         torch.arange(past, past + seq).expand(batch, -1).contiguous(),
+        torch.tensor(logits_to_keep, dtype=torch.long),
         *kv,
     )
 
@@ -210,7 +275,7 @@ def _export_dynamo(module: nn.Module, args: tuple[torch.Tensor, ...], io: GraphI
         return dims.setdefault(name, Dim(name, min=0 if name == PAST else 1, max=1 << 16))
 
     spec = [{i: dim(d) for i, d in enumerate(t.shape) if isinstance(d, str)} for t in io.inputs]
-    shapes: tuple = tuple(spec) if len(spec) == len(args) else (*spec[:3], tuple(spec[3:]))
+    shapes: tuple = tuple(spec) if len(spec) == len(args) else (*spec[:4], tuple(spec[4:]))
     program = torch.onnx.export(
         module, args, input_names=io.input_names, output_names=io.output_names,
         dynamic_shapes=shapes, opset_version=opset, dynamo=True, external_data=False,
@@ -242,7 +307,8 @@ def export_vision(model: Exo2Ego, path: str | Path, opset: int = DEFAULT_OPSET, 
 
 def export_decoder(model: Exo2Ego, path: str | Path, opset: int = DEFAULT_OPSET, exporter: str = "torchscript") -> GraphIO:
     io = decoder_io(model.cfg)
-    _export(DecoderGraph(model), decoder_example(model.cfg), io, Path(path), opset, exporter)
+    with export_attention(model.llm):
+        _export(DecoderGraph(model), decoder_example(model.cfg), io, Path(path), opset, exporter)
     log.info("wrote %s", path)
     return io
 

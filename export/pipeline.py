@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 
 from exo2ego_edge.atomic import atomic_dir
-from exo2ego_edge.bundle import GraphSpec, Manifest, TensorSpec, write_manifest
+from exo2ego_edge.bundle import LOGITS_TO_KEEP, GraphSpec, Manifest, TensorSpec, write_manifest
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import onnx_graphs, quantize
 from exo2ego_edge.export.bundle_writer import make_manifest, provenance
 from exo2ego_edge.export.clip_frames import load_clips, random_clips
 from exo2ego_edge.export.onnx_graphs import GraphIO
-from exo2ego_edge.export.parity import DEFAULT_THRESHOLDS, OrtBundle, ParityThresholds, measure_parity
+from exo2ego_edge.export.parity import DEFAULT_THRESHOLDS, ParityThresholds, measure_parity
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,8 @@ def decoder_feeds(student: Student, clips: list[tuple[np.ndarray, dict]]) -> lis
             "inputs_embeds": batch.inputs_embeds.numpy(),
             "attention_mask": batch.attention_mask.numpy(),
             "position_ids": batch.position_ids.numpy(),
+            # Every position's logits: the vocabulary projection's input is calibrated on all of them.
+            LOGITS_TO_KEEP: np.array(0, dtype=np.int64),
             **{n: empty for n in onnx_graphs.past_names(lc.num_layers)},
         })
     return feeds
@@ -267,8 +269,7 @@ def write_embeddings_and_tokenizer(student: Student, out: Path, precision: str) 
 
 def run_parity_gate(out: Path, student: Student, opts: ExportOptions) -> dict[str, Any]:
     clips, source = parity_clips(student, opts)
-    bundle = OrtBundle(out)
-    report = measure_parity(bundle, student.model, student.tokenizer, clips, opts.parity_thresholds(),
+    report = measure_parity(out, student.model, student.tokenizer, clips, opts.parity_thresholds(),
                             opts.max_new_tokens, source)
     log.info("parity: %s", {k: v for k, v in report.items() if k != "thresholds"})
     return report

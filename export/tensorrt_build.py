@@ -2,9 +2,10 @@
 
 One engine per graph, each with one optimization profile declaring min / opt / max for every
 dynamic axis (frames for vision; sequence, past and total length for the decoder), built from the
-bundle's ONNX file with FP16, or INT8 taken from its explicit Q/DQ nodes. A timing cache is
-loaded when it exists and saved after each build, so rebuilding on the same GPU is fast. A parse
-or build failure stops the export (TensorRT-LLM only logs and carries on; we don't).
+bundle's ONNX file with FP16, or INT8 taken from its explicit Q/DQ nodes; the decoder's engine
+from a copy of its graph with ``logits_to_keep`` fixed to 1 (see :func:`keep_last_logits`). A
+timing cache is loaded when it exists and saved after each build, so rebuilding on the same GPU is
+fast. A parse or build failure stops the export (TensorRT-LLM only logs and carries on; we don't).
 
 Where ``tensorrt`` does not import, ``require_tensorrt`` refuses in one line: never a fake engine.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from exo2ego_edge.bundle import EngineSpec, GraphSpec
+from exo2ego_edge.bundle import LOGITS_TO_KEEP, EngineSpec, GraphSpec
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export.onnx_graphs import BATCH, FRAMES, PAST, SEQ, TOTAL
 
@@ -75,6 +76,30 @@ def input_shapes(spec: GraphSpec, axes: dict[str, list[int]]) -> dict[str, tuple
     return shapes
 
 
+def keep_last_logits(src: Path, dst: Path) -> bool:
+    """Write ``src`` to ``dst`` with the ``logits_to_keep`` input replaced by the constant 1.
+
+    TensorRT would take that scalar, which sizes an output, as a shape tensor needing a profile
+    of its own, and the runtime reads only the last position's logits; as a constant it is folded
+    and the engine projects one row onto the vocabulary. External weights are referenced, not
+    copied, so ``dst`` must be in ``src``'s folder. False (nothing written) for a graph without
+    the input.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src), load_external_data=False)
+    inputs = [i for i in model.graph.input if i.name != LOGITS_TO_KEEP]
+    if len(inputs) == len(model.graph.input):
+        return False
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    model.graph.initializer.append(numpy_helper.from_array(np.array(1, dtype=np.int64), LOGITS_TO_KEEP))
+    onnx.save(model, str(dst))
+    return True
+
+
 def engine_name(graph: str, precision: str, gpu_tag: str) -> str:
     return f"{ENGINES_DIR}/{graph}.{precision}.{gpu_tag}.engine"
 
@@ -123,8 +148,10 @@ def build_engine(
     cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(cache, ignore_mismatch=False)
     profile = builder.create_optimization_profile()
+    network_inputs = {network.get_input(i).name for i in range(network.num_inputs)}
     for name, (lo, opt, hi) in input_shapes(spec, axes).items():
-        profile.set_shape(name, lo, opt, hi)
+        if name in network_inputs:  # logits_to_keep is a constant in the decoder's engine graph
+            profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
     if dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
@@ -156,8 +183,14 @@ def build_bundle_engines(
         axes = axis_profiles(name, max_frames, max_seq)
         rel = engine_name(name, spec.precision, gpu_tag)
         log.info("building TensorRT engine %s", rel)
-        build_engine(folder / spec.file, folder / rel, spec, axes, cache,
-                     dla_core=dla_core if name == "vision" else None)
+        source = folder / spec.file
+        frozen = source.with_name(f".{source.stem}.tensorrt.onnx")  # beside its external weights
+        try:
+            if name == "decoder" and keep_last_logits(source, frozen):
+                source = frozen
+            build_engine(source, folder / rel, spec, axes, cache, dla_core=dla_core if name == "vision" else None)
+        finally:
+            frozen.unlink(missing_ok=True)  # built before the checksums are taken: never in the bundle
         engines.append(EngineSpec(file=rel, graph=name, precision=spec.precision, tensorrt_version=trt.__version__,
                                   compute_capability=cap, gpu_name=gpu, profiles=axes))
     if timing_cache is not None:

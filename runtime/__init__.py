@@ -14,9 +14,9 @@ Never imports torch, transformers or optimum (a test proves it). Heavy or option
 from exo2ego_edge.runtime.errors import BackendError, BundleError, PromptError, SourceError, VideoError
 from exo2ego_edge.runtime.generate import GREEDY, Sampling
 from exo2ego_edge.runtime.session import Answer, AnswerStream, Runtime, Session, Timings, Token
-from exo2ego_edge.runtime.video import decode_clip
+from exo2ego_edge.runtime.video import decode_clip, decode_clips
 
 __all__ = [
     "GREEDY", "Answer", "AnswerStream", "BackendError", "BundleError", "PromptError", "Runtime",
-    "Sampling", "Session", "SourceError", "Timings", "Token", "VideoError", "decode_clip",
+    "Sampling", "Session", "SourceError", "Timings", "Token", "VideoError", "decode_clip", "decode_clips",
 ]

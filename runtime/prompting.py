@@ -26,7 +26,8 @@ class PromptBuilder:
             raise BundleError(f"{bundle}: cannot load {manifest.tokenizer} ({e})") from None
         path = bundle / manifest.embeddings.name
         try:
-            self.table = np.load(path, mmap_mode="r")  # (V, D); rows are paged in on use
+            # (V, D), rows paged in on use; a plain ndarray view: indexing a np.memmap costs more
+            self.table = np.load(path, mmap_mode="r").view(np.ndarray)
         except ValueError as e:
             raise BundleError(f"{bundle}: cannot read {manifest.embeddings.name} ({e})") from None
         d = manifest.decoder

@@ -110,12 +110,13 @@ class Runtime:
 
     @classmethod
     def load(cls, bundle: str | os.PathLike, backend: str = "auto", device: str = "auto",
-             threads: int | None = None, verify: bool = True) -> Runtime:
+             threads: int | None = None, verify: bool = True, spin: bool = False) -> Runtime:
         """Verify ``bundle`` (format version, every file's sha256) and load its graphs.
 
         backend: "ort" (ONNX Runtime; ``device`` auto/cpu/cuda/tensorrt picks its provider),
         "tensorrt" (the bundle's engines via TensorRT + pycuda), or "auto" (TensorRT when the
-        bundle has engines and TensorRT imports, else ONNX Runtime).
+        bundle has engines and TensorRT imports, else ONNX Runtime). ``threads`` and ``spin``
+        (idle ORT threads busy-wait; off, see ``ort_backend.session_options``) tune ONNX Runtime.
         """
         bundle = Path(bundle)
         manifest = load_manifest(bundle, verify=verify)
@@ -130,7 +131,7 @@ class Runtime:
         else:
             from exo2ego_edge.runtime.ort_backend import OrtBackend
 
-            impl = OrtBackend(bundle, manifest, device=device, threads=threads)
+            impl = OrtBackend(bundle, manifest, device=device, threads=threads, spin=spin)
         log.info("loaded %s on %s", bundle, impl.description)
         return cls(bundle, manifest, impl, PromptBuilder(bundle, manifest, impl.decoder.embed_dtype))
 
@@ -220,6 +221,13 @@ class Session:
     def prefix_length(self) -> int:
         self._prepare()
         return self._prefix.length
+
+    @property
+    def kv_prefix(self):
+        """The decoder cache after the prompt prefix and this clip's visual tokens (made on first
+        use, then frozen): ``decoder.start(...)`` / ``decoder.logits(...)`` run on top of it."""
+        self._prepare()
+        return self._prefix
 
     def ask(self, question: str, max_new_tokens: int = 64, sampling: Sampling = GREEDY) -> Answer:
         s = self.stream(question, max_new_tokens, sampling)

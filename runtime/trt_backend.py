@@ -9,7 +9,7 @@ Memory plan (mirrors the ONNX Runtime backend): device KV buffers sized from ``d
 used ping/pong, a shared prefix written straight into buffers of its own, positions and mask
 uploaded once and addressed by offset, pinned host staging for embeddings and logits, every copy
 asynchronous on one CUDA stream with one synchronise per call. Only the last position's logits
-come back to the host.
+come back to the host (engines compute no other row: see ``export.tensorrt_build.keep_last_logits``).
 """
 
 from __future__ import annotations
@@ -224,10 +224,12 @@ class TrtDecoder:
             g.bind(name, past[i] if past else self.ping[i], (1, self.kv_heads, past_len, self.head_dim))
         for name, buf in zip(self.present, out):
             g.bind(name, buf)
-        logits = self._logits_buffer(s)
+        # (1, K, V): K = 1 for engines built with logits_to_keep fixed to 1, S for older ones.
+        rows = int(g.context.get_tensor_shape("logits")[1])
+        logits = self._logits_buffer(rows)
         g.bind("logits", logits)
         g.run(self.stream)
-        last = int(logits) + (s - 1) * self.vocab * self.logits_dtype.itemsize
+        last = int(logits) + (rows - 1) * self.vocab * self.logits_dtype.itemsize
         cuda.memcpy_dtoh_async(self.host_logits, last, self.stream)
         self.stream.synchronize()
         self.calls += 1

@@ -1,7 +1,9 @@
 """Video files -> uint8 RGB frames at the model's size: the one decoder every layer uses.
 
-``decode_clip`` is imported by the runtime, the training cache and export calibration, so a model
-sees frames prepared the same way in training, calibration and on the device.
+``decode_clip`` (one window) and ``decode_clips`` (several windows of one video, opened once: the
+training cache's case) are the one decoder of the runtime, export calibration / parity and the
+training cache, so a model sees frames prepared the same way in training, calibration and on the
+device.
 
 Decisions (each one is a contract, changing it changes what the model sees):
 
@@ -151,39 +153,55 @@ def decode_clip(
     unsupported file and for a window with no frames. A clip with fewer frames than ``num_frames``
     repeats frames (see the module docstring).
     """
-    import av
+    return decode_clips(path, [(start, end)], num_frames, size)[0]
 
+
+def decode_clips(
+    path: str | os.PathLike,
+    windows: list[tuple[float | None, float | None]],
+    num_frames: int = 8,
+    size: int = 224,
+) -> np.ndarray:
+    """:func:`decode_clip` for several ``(start, end)`` windows of one video, opened once:
+    uint8 (len(windows), T, size, size, 3). Each window is sought and sampled exactly as
+    ``decode_clip`` does it, so the pixels are the same (the training cache's entry point: many
+    clips are cut from one take)."""
     if num_frames < 1:
         raise VideoError(f"num_frames must be >= 1, got {num_frames}")
     if size < 1:
         raise VideoError(f"frame size must be >= 1, got {size}")
-    if start is not None and start < 0:
-        raise VideoError(f"start {start} s is negative")
-    if start is not None and end is not None and end <= start:
-        raise VideoError(f"end {end} s must be after start {start} s")
+    for start, end in windows:
+        if start is not None and start < 0:
+            raise VideoError(f"start {start} s is negative")
+        if start is not None and end is not None and end <= start:
+            raise VideoError(f"end {end} s must be after start {start} s")
 
+    out = np.empty((len(windows), num_frames, size, size, 3), dtype=np.uint8)
     container, stream = _open(path)
     with container:
         stream.thread_type = "AUTO"  # frame + slice threads: decoding dominates for long clips
-        t0 = float(start or 0.0)
         duration = _duration(container, stream)
-        if duration is not None and t0 >= duration:
-            raise VideoError(f"{path}: start {t0:g} s is past the end of the video ({duration:.2f} s)")
-        t1 = float(end) if end is not None else duration
-        if t1 is None:
-            # Some containers (raw streams, live-recorded webm) do not state their duration:
-            # find the last timestamp with a cheap demux-only pass, then sample as usual.
-            t1 = _scan_duration(container, stream)
-            container.seek(0)
-        if duration is not None:
-            t1 = min(t1, duration)
-        targets = sample_times(t0, t1, num_frames)
-        clip = np.empty((num_frames, size, size, 3), dtype=np.uint8)
-        filled = _fill(container, stream, targets, t0, t1, clip, size, path)
-    if filled < num_frames:
-        log.warning("%s: only %d distinct frame(s) in the window; repeating frames to make %d",
-                    path, filled, num_frames)
-    return clip
+        scanned: float | None = None
+        for w, (start, end) in enumerate(windows):
+            t0 = float(start or 0.0)
+            if duration is not None and t0 >= duration:
+                raise VideoError(f"{path}: start {t0:g} s is past the end of the video ({duration:.2f} s)")
+            t1 = float(end) if end is not None else duration
+            if t1 is None:
+                # Some containers (raw streams, live-recorded webm) do not state their duration:
+                # find the last timestamp with a cheap demux-only pass, then sample as usual.
+                if scanned is None:
+                    scanned = _scan_duration(container, stream)
+                    container.seek(0)
+                t1 = scanned
+            if duration is not None:
+                t1 = min(t1, duration)
+            targets = sample_times(t0, t1, num_frames)
+            filled = _fill(container, stream, targets, t0, t1, out[w], size, path, rewind=w > 0)
+            if filled < num_frames:
+                log.warning("%s: only %d distinct frame(s) in the window; repeating frames to make %d",
+                            path, filled, num_frames)
+    return out
 
 
 def _scan_duration(container, stream) -> float:
@@ -205,16 +223,15 @@ class _Candidate:
 
 
 def _fill(container, stream, targets: np.ndarray, t0: float, t1: float, clip: np.ndarray,
-          size: int, path) -> int:
+          size: int, path, rewind: bool = False) -> int:
     """Decode once, in order, giving each target time the frame on screen at that instant (the
     last frame whose timestamp is <= t; the first frame for earlier times, the last for later).
     Returns how many distinct frames were used (fewer than targets when the clip is short).
-
-    "On screen" is the rule the training cache (train/video_cache.py) uses too.
+    ``rewind``: the container was read before (an earlier window), so seek even for t0 = 0.
     """
     import av
 
-    if t0 > 0:
+    if t0 > 0 or rewind:
         # Seek to the keyframe at or before t0; earlier frames are decoded only to reach t0.
         container.seek(int(t0 / stream.time_base), stream=stream, backward=True, any_frame=False)
     fps = _fps(stream) or 30.0

@@ -22,8 +22,12 @@ from exo2ego_edge.cli import cli
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import onnx_graphs, quantize
 from exo2ego_edge.export.fixtures import CAPTIONS, QUESTION, clip_frames_for, make_tiny_student
-from exo2ego_edge.export.parity import OrtBundle, ParityThresholds
+from exo2ego_edge.export.clip_frames import load_clips
+from exo2ego_edge.export.parity import ParityThresholds
 from exo2ego_edge.export.pipeline import export_bundle, load_student
+from exo2ego_edge.export.tensorrt_build import keep_last_logits
+from exo2ego_edge.runtime import Runtime
+from exo2ego_edge.runtime.video import decode_clip
 
 FLOAT_ONLY_OPS = {"Add", "LayerNormalization", "SimplifiedLayerNormalization", "Softmax"}
 
@@ -69,18 +73,20 @@ def int8_bundle(work, checkpoint, clips) -> Path:
 def test_fp32_bundle_reproduces_pytorch_greedy_token_for_token(fp32_bundle, checkpoint):
     student = load_student(checkpoint)
     model, tok, cfg = student.model, student.tokenizer, student.model.cfg
-    bundle = OrtBundle(fp32_bundle)
+    rt = Runtime.load(fp32_bundle, backend="ort", device="cpu", threads=1)
     prompt = tok.prompt_ids(cfg.system_prompt, QUESTION)
     for i, caption in enumerate(CAPTIONS):
         frames = clip_frames_for(i, cfg.num_frames, cfg.vision.image_size)
         with torch.no_grad():
             want = model.generate(model(torch.from_numpy(frames)[None]), [prompt], tok.stop_id, 32)[0]
-        got = bundle.greedy(frames, prompt, 32)
+        got = rt.session(frames=frames).ask(QUESTION, 32).token_ids
         assert got == want
         assert len(want) >= 3 and len(set(want)) > 1  # the overfit fixture really answers (non-degenerate)
         assert caption.startswith(tok.decode(want).strip())
-    parity = bundle.manifest.parity
+    parity = rt.manifest.parity
     assert parity["passed"] and parity["token_agreement"] == 1.0 and parity["visual_cosine_min"] > 0.9999
+    assert parity["exact_sequences"] == parity["clips"] and parity["prompt_ids_match"]
+    assert parity["logits_max_abs"] < 1e-4  # the multi-position pass included
 
 
 def test_graphs_run_at_two_frame_counts_and_two_sequence_lengths(fp32_bundle, checkpoint):
@@ -97,14 +103,70 @@ def test_graphs_run_at_two_frame_counts_and_two_sequence_lengths(fp32_bundle, ch
         np.testing.assert_allclose(got, want, atol=1e-4)
     decoder = ort.InferenceSession(str(fp32_bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
     names = [i.name for i in decoder.get_inputs()]
+    assert names[:4] == ["inputs_embeds", "attention_mask", "position_ids", "logits_to_keep"]
     for batch, seq, past in ((1, 3, 0), (2, 7, 4)):
-        args = onnx_graphs.decoder_example(cfg, batch=batch, seq=seq, past=past)
+        args = onnx_graphs.decoder_example(cfg, batch=batch, seq=seq, past=past, logits_to_keep=0)
         got = decoder.run(None, dict(zip(names, (a.numpy() for a in args))))
         want = onnx_graphs.DecoderGraph(model)(*args)
         assert got[0].shape == (batch, seq, cfg.llm.vocab_size)
         assert got[1].shape[2] == past + seq
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w.numpy(), atol=1e-4)
+
+
+def test_logits_to_keep_returns_the_last_k_positions(fp32_bundle, checkpoint):
+    import onnxruntime as ort
+
+    cfg = load_student(checkpoint).model.cfg
+    spec = load_manifest(fp32_bundle).graphs["decoder"]
+    assert "logits_to_keep" in [t.name for t in spec.inputs]  # the manifest tells a runtime it may ask
+    decoder = ort.InferenceSession(str(fp32_bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in decoder.get_inputs()]
+    feeds = dict(zip(names, (a.numpy() for a in onnx_graphs.decoder_example(cfg, seq=6, past=3, logits_to_keep=0))))
+    full, *present = decoder.run(None, feeds)
+    for k, rows in ((1, 1), (4, 4), (6, 6), (9, 6)):  # k >= seq keeps every position, like k = 0
+        feeds["logits_to_keep"] = np.array(k, dtype=np.int64)
+        kept, *kept_present = decoder.run(None, feeds)
+        assert kept.shape == (2, rows, cfg.llm.vocab_size)
+        np.testing.assert_allclose(kept, full[:, 6 - rows :], rtol=0, atol=1e-5)
+        for a, b in zip(present, kept_present):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_attention_reads_the_kv_cache_without_repeating_it(fp32_bundle):
+    graph = onnx.load(str(fp32_bundle / "decoder.onnx")).graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    assert not [n.name for n in graph.node if n.op_type == "Expand" and "self_attn" in n.name]
+    for present in onnx_graphs.present_names(2):  # K (through its transpose) and V go straight into MatMuls
+        ops = [n for n in consumers[present] if n.op_type != "Shape"]
+        ops = [c for n in ops for c in (consumers[n.output[0]] if n.op_type == "Transpose" else [n])]
+        assert ops and all(n.op_type == "MatMul" for n in ops), (present, [n.op_type for n in ops])
+
+
+def test_tensorrt_copy_of_the_decoder_keeps_one_row(fp32_bundle, checkpoint, tmp_path):
+    import onnxruntime as ort
+
+    cfg = load_student(checkpoint).model.cfg
+    frozen = tmp_path / "decoder.trt.onnx"
+    assert keep_last_logits(fp32_bundle / "decoder.onnx", frozen)
+    assert not keep_last_logits(fp32_bundle / "vision.onnx", tmp_path / "v.onnx") and not (tmp_path / "v.onnx").exists()
+    args = [a.numpy() for a in onnx_graphs.decoder_example(cfg, seq=5, past=2, logits_to_keep=0)]
+    full = ort.InferenceSession(str(fp32_bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    one = ort.InferenceSession(str(frozen), providers=["CPUExecutionProvider"])
+    assert "logits_to_keep" not in [i.name for i in one.get_inputs()]
+    want = full.run(None, dict(zip([i.name for i in full.get_inputs()], args)))[0]
+    got = one.run(None, dict(zip([i.name for i in one.get_inputs()], args[:3] + args[4:])))[0]
+    np.testing.assert_array_equal(got, want[:, -1:])
+
+
+def test_calibration_frames_are_the_runtime_decoders(clips):
+    row = json.loads(clips.read_text().splitlines()[0])
+    (frames, got_row), = load_clips(clips, 1, 3, 16)
+    assert got_row == row
+    np.testing.assert_array_equal(frames, decode_clip(row["ego_video"], row["start"], row["end"], 3, 16))
 
 
 def test_int8_cpu_keeps_parity_and_shrinks(int8_bundle, fp32_bundle):
@@ -165,7 +227,7 @@ def test_tampered_file_and_newer_format_are_refused(fp32_bundle, tmp_path):
     data[-1] ^= 0xFF
     (tampered / "decoder.onnx").write_bytes(bytes(data))
     with pytest.raises(BundleError, match="checksum"):
-        OrtBundle(tampered)
+        Runtime.load(tampered)
     newer = tmp_path / "newer"
     shutil.copytree(fp32_bundle, newer)
     manifest = json.loads((newer / MANIFEST).read_text())

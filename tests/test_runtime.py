@@ -45,6 +45,62 @@ def test_fp32_bundle_equals_pytorch_greedy(runtime, student_dir, clips):
     assert len(distinct) >= 4, "answers should differ per clip and question, else parity is vacuous"
 
 
+# --- logits_to_keep ----------------------------------------------------------------------------
+def _bundle_without_logits_to_keep(bundle: Path, dst: Path) -> Path:
+    """A bundle as exported before ``logits_to_keep``: the decoder returns every position's logits."""
+    import onnx
+    from onnx import numpy_helper
+
+    from exo2ego_edge.bundle import sha256_file
+
+    shutil.copytree(bundle, dst)
+    model = onnx.load(str(dst / "decoder.onnx"))
+    inputs = [i for i in model.graph.input if i.name != "logits_to_keep"]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    model.graph.initializer.append(numpy_helper.from_array(np.array(0, dtype=np.int64), "logits_to_keep"))
+    onnx.save(model, str(dst / "decoder.onnx"))
+    m = json.loads((dst / "manifest.json").read_text())
+    spec = m["graphs"]["decoder"]
+    spec["inputs"] = [t for t in spec["inputs"] if t["name"] != "logits_to_keep"]
+    spec["outputs"][0]["shape"][1] = "sequence"
+    m["files"]["decoder.onnx"] = sha256_file(dst / "decoder.onnx")
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return dst
+
+
+def test_prefill_projects_one_row_and_scoring_gets_k(runtime, bundle_dir, clips, tmp_path):
+    dec, prompt = runtime.decoder, runtime.prompt
+    assert dec.keeps_logits
+    session = runtime.session(clips[0])
+    ids = prompt.question_ids(QUESTIONS[0]) + [5, 9, 11]
+    state = dec.start(session.kv_prefix)
+    rows = [dec.step(state, prompt.embed(ids[:-3])).copy()]
+    rows += [dec.step(state, prompt.embed([t])).copy() for t in ids[-3:-1]]
+    assert dec.step_logits.shape == (1, 1, dec.vocab)  # the prefill landed in the one-row buffer
+    for k in (3, 1):
+        got = dec.logits(session.kv_prefix, prompt.embed(ids[:-1]), k)
+        assert got.shape == (k, dec.vocab)
+        np.testing.assert_allclose(got, np.stack(rows)[3 - k :], rtol=0, atol=1e-4)
+    assert dec.logits(session.kv_prefix, prompt.embed(ids), 0).shape == (len(ids), dec.vocab)
+    # A bundle from before logits_to_keep: told apart by its manifest, and it answers the same.
+    old_bundle = _bundle_without_logits_to_keep(bundle_dir, tmp_path / "old")
+    old = Runtime.load(old_bundle, backend="ort", device="cpu", threads=1)
+    assert not old.decoder.keeps_logits
+    old_session = old.session(clips[0])
+    assert old_session.ask(QUESTIONS[0], 6).token_ids == session.ask(QUESTIONS[0], 6).token_ids
+    np.testing.assert_allclose(old.decoder.logits(old_session.kv_prefix, prompt.embed(ids[:-1]), 3),
+                               np.stack(rows), rtol=0, atol=1e-4)
+
+
+def test_ort_threads_do_not_spin_unless_asked():
+    from exo2ego_edge.runtime.ort_backend import session_options
+
+    key = "session.intra_op.allow_spinning"
+    assert session_options(2).get_session_config_entry(key) == "0"
+    assert session_options(2, spin=True).get_session_config_entry(key) == "1"
+
+
 # --- KV reuse ----------------------------------------------------------------------------------
 def test_second_question_reruns_neither_vision_nor_prefix(runtime, clips):
     session = runtime.session(clips[0])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from exo2ego_edge.runtime.errors import VideoError
-from exo2ego_edge.runtime.video import decode_clip, probe
+from exo2ego_edge.runtime.video import decode_clip, decode_clips, probe
 from video_fixtures import write_test_mp4
 
 
@@ -95,6 +95,16 @@ def test_time_window(tmp_path):
         decode_clip(path, start=5.0, num_frames=2, size=16)
     with pytest.raises(VideoError, match="after start"):
         decode_clip(path, start=1.0, end=0.5)
+
+
+def test_many_windows_of_one_video_decode_as_each_alone(tmp_path):
+    # Out of order, so later windows seek backwards (and rewind for a window from 0 s).
+    path = write_test_mp4(tmp_path / "long.mp4", frames=40, size=(48, 32), fps=10)
+    windows = [(2.0, 2.6), (0.3, 1.1), (None, 0.5), (3.1, None), (1.0, 1.05)]
+    many = decode_clips(path, windows, num_frames=3, size=16)
+    assert many.shape == (5, 3, 16, 16, 3)
+    for got, (start, end) in zip(many, windows):
+        np.testing.assert_array_equal(got, decode_clip(path, start, end, num_frames=3, size=16))
 
 
 def _truncated(tmp_path: Path) -> Path:

@@ -1,14 +1,77 @@
-"""`exo2ego-edge eval`."""
+"""`exo2ego-edge eval`: score a checkpoint or a bundle on EgoSim-Bench / EgoBench.
+
+Thin click over :mod:`exo2ego_edge.train.scoring` (the same scoring for both, so FP32 vs INT8 is
+one flag apart) and the suite readers in :mod:`exo2ego_edge.train.egosim_bench` /
+:mod:`exo2ego_edge.train.egobench`.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
-from exo2ego_edge.cli.pending import not_yet
+from exo2ego_edge.errors import UserError
 
 
-@click.command(name="eval", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def eval_(args: tuple[str, ...]) -> None:
-    """Score a checkpoint or bundle on EgoSim-Bench / EgoBench (issue 7; not implemented yet)."""
-    not_yet("exo2ego-edge eval", 7)
+@click.command(name="eval")
+@click.option("--checkpoint", type=click.Path(path_type=Path, file_okay=False), help="Student (or stage) checkpoint folder: scored with PyTorch.")
+@click.option("--bundle", type=click.Path(path_type=Path, file_okay=False), help="Bundle folder: scored through the runtime (ONNX Runtime).")
+@click.option("--suite", type=click.Choice(["egosim", "egobench"]), required=True, help="Which benchmark.")
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="egosim: a simulated world (questions made from its val takes) or a suite folder of "
+                   "<task>.jsonl; egobench: a JSON file naming each benchmark's local annotation files, "
+                   "or a folder of converted <task>.jsonl.")
+@click.option("--tasks", default=None, metavar="LIST", help="Comma-separated task names (default: all).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False), help="Also write the results as JSON here.")
+@click.option("--normalize", type=click.Choice(["mean", "sum"]), default="mean", show_default=True,
+              help="Multiple choice: mean log-prob per option token, or the sum.")
+@click.option("--seed", type=int, default=0, show_default=True, help="EgoSim-Bench generation seed (world input only).")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--threads", type=int, default=None, help="CPU threads (torch for --checkpoint, ONNX Runtime for --bundle).")
+def eval_(checkpoint: Path | None, bundle: Path | None, suite: str, data: Path, tasks: str | None,
+          json_out: Path | None, normalize: str, seed: int, device: str, threads: int | None) -> None:
+    """Score a checkpoint (--checkpoint) or a bundle (--bundle) on EgoSim-Bench or EgoBench.
+
+    \b
+    Choice questions: the option with the highest mean log-likelihood given the clip and the
+    question; action recognition: mAP over verb classes; retrieval: text-to-clip mAP / nDCG;
+    open questions: greedy answer, normalised exact match. Every score has its chance level.
+
+    \b
+      exo2ego-edge eval --checkpoint runs/egosim-tiny/student --suite egosim --data world/
+      exo2ego-edge eval --bundle bundle-int8 --suite egosim --data world/ --json int8.json
+      exo2ego-edge eval --bundle bundle --suite egobench --data egobench.json --tasks egoschema
+    """
+    from exo2ego_edge.train.scoring import make_scorer, score_suite
+
+    scorer = make_scorer(checkpoint, bundle, device=device, threads=threads)  # fail fast on a bad model path
+    wanted = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    if suite == "egosim":
+        questions, category = _egosim(data, wanted, seed)
+    else:
+        from exo2ego_edge.train.egobench import category_of, load_egobench
+
+        questions, category = load_egobench(data, wanted), category_of
+    result = score_suite(scorer, questions, normalize=normalize, category=category, progress=True)
+    click.echo(result.table())
+    click.echo(f"{sum(t.n for t in result.tasks)} questions in {result.seconds:.1f} s ({scorer.name})")
+    if json_out is not None:
+        from exo2ego_edge.atomic import atomic_file
+
+        with atomic_file(json_out) as f:
+            json.dump(result.to_dict(), f, indent=2)
+
+
+def _egosim(data: Path, tasks: list[str] | None, seed: int):
+    from exo2ego_edge.train.bench_questions import read_suite
+    from exo2ego_edge.train.egosim_bench import category_of, generate_suite
+
+    if (data / "simulator" / "take_records.jsonl").is_file():
+        suite = generate_suite(data, seed=seed, tasks=tasks)
+    elif data.is_dir():
+        suite = read_suite(data, tasks)
+    else:
+        raise UserError(f"{data}: neither a simulated world (simulator/take_records.jsonl) nor a suite folder")
+    return {t: q for t, q in suite.items() if q}, category_of
