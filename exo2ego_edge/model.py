@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F_
@@ -375,3 +376,27 @@ def _load_tied(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             f"checkpoint does not match its config: missing {sorted(set(missing) - tied)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
+
+
+class Student(NamedTuple):
+    """A student checkpoint loaded for inference: unpacks as ``model, tokenizer``."""
+
+    model: Exo2Ego  # in eval mode
+    tokenizer: object  # exo2ego_edge.prompt.TextTokenizer
+    folder: Path
+
+
+def load_student(folder: str | Path) -> Student:
+    """The student checkpoint (ego encoder, F, projector, merged LLM) and its tokenizer.json."""
+    from exo2ego_edge.prompt import TextTokenizer, get_template
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such checkpoint folder")
+    model = Exo2Ego.from_pretrained(folder, student=True).eval()
+    tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", get_template(model.cfg.chat_template))
+    if tokenizer.vocab_size > model.cfg.llm.vocab_size:
+        raise UserError(
+            f"{folder}: tokenizer has {tokenizer.vocab_size} tokens but the LLM only {model.cfg.llm.vocab_size}"
+        )
+    return Student(model, tokenizer, folder)

@@ -9,7 +9,6 @@ decoded are skipped with a warning, not fatal: calibration needs enough frames, 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from exo2ego_edge.errors import UserError
+from exo2ego_edge.jsonl import read_jsonl
 from exo2ego_edge.runtime.video import decode_clip
 
 log = logging.getLogger(__name__)
@@ -27,17 +27,7 @@ def read_clip_rows(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such clips file")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{n}: not valid JSON ({e})") from None
-        if not all(k in row for k in ("ego_video", "start", "end")):
-            raise UserError(f"{path}:{n}: a clip row needs ego_video, start and end")
-        rows.append(row)
+    rows = read_jsonl(path, required=("ego_video", "start", "end"))
     if not rows:
         raise UserError(f"{path}: no clip rows")
     return rows

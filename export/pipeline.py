@@ -27,7 +27,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,9 @@ PRECISIONS = ("fp32", "fp16", "int8", "int4")
 TARGETS = ("cpu", "cuda", "tensorrt")
 CPU_ACTIVATIONS = ("dynamic", "static")
 VISION_FILE, DECODER_FILE = "vision.onnx", "decoder.onnx"
+if TYPE_CHECKING:
+    from exo2ego_edge.model import Student
+
 EMBEDDINGS_FILE, TOKENIZER_FILE = "embeddings.npy", "tokenizer.json"
 # Protobuf's 2 GiB limit: larger graphs keep their weights in one external data file beside them.
 EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -108,13 +111,6 @@ class ExportOptions:
 
 
 @dataclass
-class Student:
-    model: Any  # Exo2Ego in eval mode
-    tokenizer: Any  # TextTokenizer
-    folder: Path
-
-
-@dataclass
 class ExportResult:
     out: Path
     manifest: Manifest
@@ -122,24 +118,6 @@ class ExportResult:
 
 
 # --- the builders -------------------------------------------------------------------------------
-def load_student(folder: str | Path) -> Student:
-    """The student model and its tokenizer from a checkpoint folder."""
-    import torch
-
-    from exo2ego_edge.model import Exo2Ego
-    from exo2ego_edge.prompt import TextTokenizer, get_template
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"{folder}: no such checkpoint folder")
-    model = Exo2Ego.from_pretrained(folder, student=True).eval()
-    tokenizer = TextTokenizer.from_file(folder / TOKENIZER_FILE, get_template(model.cfg.chat_template))
-    if tokenizer.vocab_size > model.cfg.llm.vocab_size:
-        raise UserError(f"{folder}: tokenizer has {tokenizer.vocab_size} tokens but the LLM only {model.cfg.llm.vocab_size}")
-    torch.set_grad_enabled(False)
-    return Student(model, tokenizer, folder)
-
-
 def save_onnx(model, path: Path) -> None:
     """Save a ModelProto, moving weights to one ``<file>.data`` beside it past protobuf's limit."""
     import onnx
@@ -315,13 +293,18 @@ def export_bundle(
         steps.update()
         return time.perf_counter()
 
+    import torch
+
+    from exo2ego_edge.model import load_student
+
     t = time.perf_counter()
     student = load_student(checkpoint)
     cfg = student.model.cfg
     max_frames = opts.max_frames or cfg.num_frames
     max_seq = opts.max_seq or min(cfg.llm.max_position_embeddings, 4096)
     t = done("load", t)
-    with tempfile.TemporaryDirectory(prefix="exo2ego-export-") as work_dir, atomic_dir(out, overwrite=opts.overwrite) as tmp:
+    with (torch.no_grad(), tempfile.TemporaryDirectory(prefix="exo2ego-export-") as work_dir,
+          atomic_dir(out, overwrite=opts.overwrite) as tmp):
         work = Path(work_dir)
         fp32 = export_fp32_graphs(student, work, opts)
         t = done("onnx", t)

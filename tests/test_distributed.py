@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from exo2ego_edge.train.checkpoint import load_student
+from exo2ego_edge.model import load_student
 from train_fixtures import make_dataset, quick_overrides
 
 SCRIPT = textwrap.dedent("""

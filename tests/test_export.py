@@ -24,12 +24,20 @@ from exo2ego_edge.export import onnx_graphs, quantize
 from exo2ego_edge.export.fixtures import CAPTIONS, QUESTION, clip_frames_for, make_tiny_student
 from exo2ego_edge.export.clip_frames import load_clips
 from exo2ego_edge.export.parity import ParityThresholds
-from exo2ego_edge.export.pipeline import export_bundle, load_student
+from exo2ego_edge.export.pipeline import export_bundle
+from exo2ego_edge.model import load_student
 from exo2ego_edge.export.tensorrt_build import keep_last_logits
 from exo2ego_edge.runtime import Runtime
 from exo2ego_edge.runtime.video import decode_clip
 
 FLOAT_ONLY_OPS = {"Add", "LayerNormalization", "SimplifiedLayerNormalization", "Softmax"}
+
+
+@pytest.fixture(autouse=True)
+def _inference_only():
+    """These tests compare PyTorch outputs with graphs: no autograd (and no global switch)."""
+    with torch.no_grad():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from exo2ego_edge.prompt import get_template, train_bpe
-from exo2ego_edge.train.checkpoint import load_student
+from exo2ego_edge.model import load_student
 from exo2ego_edge.train.evaluation import answer_questions
 from exo2ego_edge.train.trainer import run_training
 from train_fixtures import make_dataset, quick_overrides

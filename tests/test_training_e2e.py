@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_simulated_world_to_student(tmp_path):
-    from exo2ego_edge.train.checkpoint import load_student
+    from exo2ego_edge.model import load_student
     from exo2ego_edge.train.clips import build_clips
     from exo2ego_edge.train.evaluation import DOING_QUESTION, answer_questions
     from exo2ego_edge.train.simulator import synthesize_world

@@ -30,6 +30,7 @@ from typing import Any
 
 from exo2ego_edge.atomic import atomic_file
 from exo2ego_edge.errors import UserError
+from exo2ego_edge.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +127,7 @@ def read_questions(path: str | Path) -> list[Question]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such question file")
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            out.append(Question.from_dict(row, base=path.parent))
+    out = [Question.from_dict(row, base=path.parent) for row in read_jsonl(path)]
     return out
 
 

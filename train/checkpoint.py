@@ -111,14 +111,3 @@ def load_checkpoint(path: Path) -> tuple[TrainingProgress, dict[str, Any]]:
     # weights_only=False: the file holds RNG tuples and numpy state we wrote ourselves.
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
     return progress, state
-
-
-def load_student(folder: str | Path):
-    """The student checkpoint (ego encoder, F, projector, merged LLM) and its tokenizer."""
-    from exo2ego_edge.model import Exo2Ego
-    from exo2ego_edge.prompt import TextTokenizer, get_template
-
-    folder = Path(folder)
-    model = Exo2Ego.from_pretrained(folder, student=True)
-    tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", get_template(model.cfg.chat_template))
-    return model.eval(), tokenizer

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from exo2ego_edge.atomic import atomic_file
 from exo2ego_edge.errors import UserError
+from exo2ego_edge.jsonl import read_jsonl  # noqa: F401  (re-exported: the data layer's reader)
 from exo2ego_edge.train.egoexo4d import (
     Description,
     Take,
@@ -128,31 +129,6 @@ def default_instructions_path(out: str | os.PathLike) -> Path:
     """``clips.jsonl`` -> ``clips.instructions.jsonl`` (same folder)."""
     out = Path(out)
     return out.with_name(f"{out.stem}.instructions.jsonl")
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a JSONL file into a list of dicts; a bad line is a UserError naming file and line."""
-    path = Path(path)
-    rows: list[dict[str, Any]] = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(
-                        f"{path}: line {n}: invalid JSON at column {e.colno}: {e.msg}"
-                    ) from None
-                if not isinstance(row, dict):
-                    raise UserError(f"{path}: line {n}: expected a JSON object")
-                rows.append(row)
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text at byte {e.start}") from None
-    return rows
 
 
 def _fmt_counter(c: Counter) -> str:
