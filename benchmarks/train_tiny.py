@@ -60,6 +60,7 @@ def main() -> None:
 
     clips = args.clips or prepare(args.work, args.takes, args.size, args.seed)
     out = args.work / f"run-{int(time.time())}"
+    load_before = os.getloadavg()
     began = time.perf_counter()
     run_training(args.config, overrides=[f"data.clips=[{','.join(clips)}]", f"run.output_dir={out}",
                                          f"run.seed={args.seed}", "run.progress_bar=false", *args.overrides])
@@ -72,6 +73,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "processor": platform.processor() or platform.machine(), "torch": torch.__version__},
         "note": args.note,
+        "load_avg": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in os.getloadavg()]},
         "total_wall_s": round(total, 1),
         "train_wall_s": round(sum(s["train_seconds"] for s in stages.values()), 1),
         "stages": stages,
@@ -92,6 +94,8 @@ def render(r: dict) -> str:
         f"World: {r['takes']} simulated takes at {r['video_size']} px, {r['clip_pairs']['train']} train / "
         f"{r['clip_pairs']['val']} val ego-exo clip pairs. Machine: {r['machine']['cpus']} CPUs, "
         f"torch {r['machine']['torch']}, {r['machine']['torch_threads']} torch threads. {r.get('note', '')}",
+        *([f"Load average (1/5/15 min) before the run {r['load_avg']['before']}, after {r['load_avg']['after']}."]
+          if "load_avg" in r else []),
         "",
         f"Whole run {r['total_wall_s']:.0f} s (frame decoding, tokenizer, evaluation included); "
         f"training alone {r['train_wall_s']:.0f} s.",

@@ -379,7 +379,7 @@ def _load_tied(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 class Student(NamedTuple):
-    """A student checkpoint loaded for inference: unpacks as ``model, tokenizer``."""
+    """A student checkpoint loaded for inference: its model, tokenizer and folder."""
 
     model: Exo2Ego  # in eval mode
     tokenizer: object  # exo2ego_edge.prompt.TextTokenizer

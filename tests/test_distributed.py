@@ -59,5 +59,6 @@ def test_two_process_ddp_replicas_agree(tmp_path):
     progress = json.loads((sorted((out / "init" / "checkpoints").iterdir())[-1] / "progress.json").read_text())
     assert progress["world"] == 2 and progress["samples_seen"] == progress["step"] * 4 * 2
     assert len(init0["rng"]) == 2  # one RNG state per rank
-    model, tok = load_student(out / "student")
+    student = load_student(out / "student")
+    model, tok = student.model, student.tokenizer
     assert model.student and tok.vocab_size == model.cfg.llm.vocab_size

@@ -62,7 +62,8 @@ def test_train_from_hf_folders(tmp_path, vision_kind, llm_kind):
     # ... and the exo encoder, which trains in stage 1, has moved away from them.
     assert any(not torch.equal(stage1[f"exo_encoder.tower.{k}"], v) for k, v in hf_vision.items())
 
-    model, tok = load_student(student)
+    loaded = load_student(student)
+    model, tok = loaded.model, loaded.tokenizer
     assert model.student and not hasattr(model, "exo_encoder")
     assert model.cfg.vision.family == vision_kind and model.cfg.llm.family == llm_kind
     assert model.cfg.llm.vocab_size == hf_llm.config.vocab_size

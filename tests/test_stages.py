@@ -1,5 +1,7 @@
 """Each stage trains exactly its parameter groups; migration copies; LoRA merge is lossless."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +130,40 @@ def test_lora_merge_leaves_outputs_unchanged(setup):
     assert type(model.llm).__name__.endswith("ForCausalLM")
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
     assert ids_after == ids_before
+
+
+def test_frame_store_augmentation_is_seeded_and_eval_sees_the_centre():
+    rng = np.random.default_rng(1)
+    pool, t, n = 3, 2, 5
+    frames = rng.integers(0, 256, (n, t * pool, 8, 8, 3), dtype=np.uint8)
+    store = FrameStore()
+    store.add("s", "ego", frames, np.arange(n), pool)
+    centre = store.get("s", "ego", [3, 1]).numpy()
+    assert np.array_equal(centre, frames[[3, 1]][:, [1, 4]])  # frame pool*i + pool//2
+    a = store.get("s", "ego", [3, 1, 4], np.random.default_rng([0, 7]), shift=2).numpy()
+    b = store.get("s", "ego", [3, 1, 4], np.random.default_rng([0, 7]), shift=2).numpy()
+    assert a.shape == (3, t, 8, 8, 3) and np.array_equal(a, b)
+    jit = store.get("s", "ego", [0] * 64, np.random.default_rng(2)).numpy()  # jitter only: whole frames
+    for i in range(t):
+        group = [frames[0, pool * i + j] for j in range(pool)]
+        assert all(any(np.array_equal(f, g) for g in group) for f in jit[:, i])
+    assert len({jit[k].tobytes() for k in range(64)}) > 1
+
+
+def test_frame_cache_centre_frames_are_the_runtimes_pixels(tmp_path):
+    import json
+
+    from train_fixtures import make_dataset
+
+    from exo2ego_edge.runtime.video import decode_clip
+    from exo2ego_edge.train.data import read_jsonl
+    from exo2ego_edge.train.video_cache import load_or_build
+
+    train, _ = make_dataset(tmp_path / "d", videos=1, clips_per_video=3)
+    rows = read_jsonl(train, ("ego_video", "start", "end"))
+    frames, slots = load_or_build(Path(train), rows, "ego", 2, 32, tmp_path / "cache", pool=3)
+    store = FrameStore()
+    store.add("s", "ego", frames, slots, 3)
+    for i, row in enumerate(rows):
+        want = decode_clip(row["ego_video"], row["start"], row["end"], 2, 32)
+        assert np.array_equal(store.get("s", "ego", [store.slot("s", "ego", i)])[0].numpy(), want), json.dumps(row)

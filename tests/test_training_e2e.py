@@ -35,10 +35,15 @@ def test_simulated_world_to_student(tmp_path):
     stage2 = [json.loads(line) for line in (out / "stage2" / "metrics.jsonl").read_text().splitlines()]
     assert {"vtg", "kl", "cycle", "loss", "lr", "samples_per_s"} <= set(stage2[-1])
 
-    model, tok = load_student(out / "student")
+    student = load_student(out / "student")
+    model, tok = student.model, student.tokenizer
     import numpy as np
     frames_file = next((tmp_path / "clips" / "frame_cache").glob("val.instructions-*.ego.*.npy"))
-    frames = __import__("torch").from_numpy(np.load(frames_file)[:2].copy())
+    from exo2ego_edge.train.stages import load_config
+
+    pool = load_config("egosim-tiny-quick").data.frame_pool  # candidates per frame; the middle one is served
+    cached = np.load(frames_file)[:2]
+    frames = __import__("torch").from_numpy(cached[:, pool // 2 :: pool].copy())
     answers = answer_questions(model, tok, frames, [DOING_QUESTION] * 2)
     assert len(answers) == 2
 

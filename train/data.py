@@ -56,24 +56,57 @@ class Example:
 
 @dataclass
 class FrameStore:
-    """Cached frames per (source, view) and each source row's slot in them."""
+    """Cached frames per (source, view) and each source row's slot in them.
+
+    A cache holds ``pool`` candidate frames per model frame (see :mod:`.video_cache`): :meth:`get`
+    returns the centred one (the runtime's pixels); with an ``rng`` it augments for training.
+    """
 
     frames: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     slots: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    pools: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def add(self, source: str, view: str, frames: np.ndarray, slots: np.ndarray) -> None:
+    def add(self, source: str, view: str, frames: np.ndarray, slots: np.ndarray, pool: int = 1) -> None:
+        if frames.shape[1] % pool:
+            raise UserError(f"{source}/{view}: {frames.shape[1]} cached frames per clip is not a multiple of {pool}")
         self.frames[(source, view)] = frames
         self.slots[(source, view)] = slots
+        self.pools[(source, view)] = pool
 
     def slot(self, source: str, view: str, row: int) -> int:
         return int(self.slots[(source, view)][row])
 
-    def get(self, source: str, view: str, slots: list[int]) -> torch.Tensor:
-        arr = self.frames[(source, view)]
+    def get(self, source: str, view: str, slots: list[int], rng: np.random.Generator | None = None,
+            shift: int = 0) -> torch.Tensor:
+        """(B, T, S, S, 3) uint8. ``rng`` None: the centred frames. Else training augmentation:
+        temporal jitter (each frame drawn from its group of ``pool`` candidates, so the order is
+        kept) and a random shift of up to ``shift`` pixels (edge-padded crop, one per clip).
+        Never flips: left / right carry meaning (turns, hands)."""
+        arr, pool = self.frames[(source, view)], self.pools.get((source, view), 1)
         order = np.argsort(slots)  # memmap fancy indexing reads fastest in ascending order
-        out = np.empty((len(slots), *arr.shape[1:]), dtype=np.uint8)
-        out[order] = arr[np.asarray(slots)[order]]
+        n, k = len(slots), arr.shape[1] // pool
+        if rng is None or pool == 1:
+            pick = np.broadcast_to(np.arange(k) * pool + pool // 2, (n, k))
+        else:
+            pick = np.arange(k) * pool + rng.integers(0, pool, size=(n, k))
+        sorted_slots = np.asarray(slots)[order]
+        out = np.empty((n, k, *arr.shape[2:]), dtype=np.uint8)
+        if pool == 1:
+            out[order] = arr[sorted_slots]
+        else:
+            for s, o in zip(sorted_slots, order):
+                out[o] = arr[s, pick[o]]
+        if rng is not None and shift > 0:
+            out = _shift_crop(out, shift, rng)
         return torch.from_numpy(out)
+
+
+def _shift_crop(frames: np.ndarray, shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Translate each clip by a random (dy, dx) in [-shift, shift], replicating the border."""
+    n, _, h, w, _ = frames.shape
+    padded = np.pad(frames, ((0, 0), (0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
+    offsets = rng.integers(0, 2 * shift + 1, size=(n, 2))
+    return np.stack([padded[i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(offsets)])
 
 
 @dataclass
@@ -94,19 +127,20 @@ class Batch:
 class Collator:
     """Examples -> :class:`Batch`, tokenizing each (question, answer) once and memoising it."""
 
-    def __init__(self, store: FrameStore, tokenizer, system_prompt: str):
-        self.store, self.tok, self.system = store, tokenizer, system_prompt
+    def __init__(self, store: FrameStore, tokenizer, system_prompt: str, shift: int = 0):
+        self.store, self.tok, self.system, self.shift = store, tokenizer, system_prompt, shift
         self._prompts: dict[str, tuple[list[int], list[int]]] = {}
         self._answers: dict[str, list[int]] = {}
 
-    def __call__(self, examples: list[Example]) -> Batch:
+    def __call__(self, examples: list[Example], rng: np.random.Generator | None = None) -> Batch:
+        """``rng``: augment the frames (training; a seeded generator keeps it reproducible)."""
         ego_rows = [i for i, e in enumerate(examples) if e.ego is not None]
         exo_rows = [i for i, e in enumerate(examples) if e.exo is not None]
         vtg_rows = [i for i, e in enumerate(examples) if e.vtg_view is not None]
         return Batch(
             size=len(examples),
-            ego_frames=self._frames(examples, ego_rows, "ego"),
-            exo_frames=self._frames(examples, exo_rows, "exo"),
+            ego_frames=self._frames(examples, ego_rows, "ego", rng),
+            exo_frames=self._frames(examples, exo_rows, "exo", rng),
             ego_rows=ego_rows,
             exo_rows=exo_rows,
             vtg_rows=vtg_rows,
@@ -115,13 +149,15 @@ class Collator:
             answers=[self._answer(examples[i].answer) for i in vtg_rows],
         )
 
-    def _frames(self, examples: list[Example], rows: list[int], view: str) -> torch.Tensor | None:
+    def _frames(self, examples: list[Example], rows: list[int], view: str,
+                rng: np.random.Generator | None) -> torch.Tensor | None:
         if not rows:
             return None
         by_source: dict[str, list[int]] = {}
         for i in rows:
             by_source.setdefault(examples[i].source, []).append(i)
-        parts = [self.store.get(src, view, [getattr(examples[i], view) for i in idx]) for src, idx in by_source.items()]
+        parts = [self.store.get(src, view, [getattr(examples[i], view) for i in idx], rng, self.shift)
+                 for src, idx in by_source.items()]
         frames = torch.cat(parts)
         order = [i for idx in by_source.values() for i in idx]
         return frames[np.argsort(order)] if len(by_source) > 1 else frames
@@ -215,13 +251,15 @@ def load_sources(clips: list[str], instructions: list[str] | None, base: Path | 
 
 
 def build_frame_store(sources: list[Source], num_frames: int, size: int, cache_dir: Path | None,
-                      build: bool) -> FrameStore:
-    """Decode (``build``) or open the frame cache of every source and view."""
+                      build: bool, pool: int = 1) -> FrameStore:
+    """Decode (``build``) or open the frame cache of every source and view (``pool`` candidate
+    frames per model frame: the temporal-jitter range)."""
     from exo2ego_edge.train.video_cache import load_or_build
 
     store = FrameStore()
     for src in sources:
         for view in src.views:
-            frames, slots = load_or_build(src.path, src.rows, view, num_frames, size, cache_dir, build=build)
-            store.add(src.name, view, frames, slots)
+            frames, slots = load_or_build(src.path, src.rows, view, num_frames, size, cache_dir, build=build,
+                                          pool=pool)
+            store.add(src.name, view, frames, slots, pool)
     return store

@@ -47,6 +47,10 @@ class StageConfig:
     warmup_steps: int = 10
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     max_grad_norm: float = 1.0
+    # lr multiplier for everything but the LLM (vision towers, F, G, projector): a from-scratch
+    # vision tower needs a faster start than the LLM, which would otherwise learn the text prior
+    # and ignore the frames.
+    vision_lr_mult: float = 1.0
     # Start from this checkpoint folder instead of the previous stage's final one.
     init_from: str | None = None
 
@@ -54,8 +58,8 @@ class StageConfig:
         for key in ("steps", "batch_size", "grad_accum"):
             if getattr(self, key) < (0 if key == "steps" else 1):
                 raise UserError(f"{name}.{key} must be >= {0 if key == 'steps' else 1}")
-        if self.lr <= 0:
-            raise UserError(f"{name}.lr must be > 0")
+        if self.lr <= 0 or self.vision_lr_mult <= 0:
+            raise UserError(f"{name}.lr and {name}.vision_lr_mult must be > 0")
         if not 0 <= self.min_lr_ratio <= 1:
             raise UserError(f"{name}.min_lr_ratio must be in [0, 1]")
         for f in dataclasses.fields(self):
@@ -119,6 +123,13 @@ class DataConfig:
     caption_question: str = "What is the camera wearer doing?"
     # Where decoded frames are cached (memory-mapped .npy); default: beside each data file.
     cache_dir: str | None = None
+    # Training-only augmentation (evaluation and serving see the centred, unshifted frames).
+    # frame_pool: candidate frames cached per model frame (odd); training draws one per group,
+    # a temporal jitter of up to +-(pool // 2) / pool of a sampling interval. 1: off.
+    frame_pool: int = 1
+    # shift_pixels: random translation of each training clip by up to this many pixels
+    # (edge-padded crop). No flips: left / right carry meaning.
+    shift_pixels: int = 0
 
 
 @dataclass
@@ -163,6 +174,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         self.run.validate()
+        if self.data.frame_pool < 1 or self.data.frame_pool % 2 == 0:
+            raise UserError(f"data.frame_pool must be odd and >= 1, got {self.data.frame_pool}")
+        if self.data.shift_pixels < 0:
+            raise UserError("data.shift_pixels must be >= 0")
         for name in STAGE_ORDER:
             self.stage(name).validate(name)
         if "preset" not in self.model:

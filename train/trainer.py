@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -160,11 +161,18 @@ class StageTrainer:
         if not params:
             raise UserError(f"{self.stage}: nothing to train")
         self.params = [p for _, p in params]
-        self.optimizer = torch.optim.AdamW(
-            [{"params": [p for n, p in params if n not in no_decay], "weight_decay": self.scfg.weight_decay},
-             {"params": [p for n, p in params if n in no_decay], "weight_decay": 0.0}],
-            lr=self.scfg.lr, betas=(0.9, 0.95),
-        )
+        groups = []
+        # The LLM (and its LoRA) at lr, logged; the vision side (towers, F, G, projector) at
+        # lr * vision_lr_mult.
+        for is_llm in (True, False):
+            lr = self.scfg.lr * (1.0 if is_llm else self.scfg.vision_lr_mult)
+            mine = [(n, p) for n, p in params if (n.startswith("llm.") or "lora_" in n) == is_llm]
+            for decay in (True, False):
+                ps = [p for n, p in mine if (n not in no_decay) == decay]
+                if ps:
+                    groups.append({"params": ps, "lr": lr,
+                                   "weight_decay": self.scfg.weight_decay if decay else 0.0})
+        self.optimizer = torch.optim.AdamW(groups, lr=self.scfg.lr, betas=(0.9, 0.95))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(self.scfg.warmup_steps, self.scfg.steps, self.scfg.min_lr_ratio))
         self.autocast_dtype = None
@@ -175,7 +183,8 @@ class StageTrainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
 
         self.examples = select_examples(self.stage, self.ctx.cfg, self.ctx.sources, self.ctx.store)
-        self.collate = Collator(self.ctx.store, self.ctx.tokenizer, model.cfg.system_prompt)
+        self.collate = Collator(self.ctx.store, self.ctx.tokenizer, model.cfg.system_prompt,
+                                shift=self.ctx.cfg.data.shift_pixels)
         self.stream = BatchStream(len(self.examples), self.scfg.batch_size,
                                   run.seed * 1000 + STAGE_ORDER.index(self.stage), dist.rank, dist.world)
         self.progress = ckpt.TrainingProgress(
@@ -257,7 +266,10 @@ class StageTrainer:
         while self.progress.step < sc.steps:
             sums: dict[str, float] = defaultdict(float)
             for micro in range(accum):
-                batch = self.collate([self.examples[i] for i in self.stream.next_indices()])
+                # Augmentation draws depend only on (seed, stage, step, micro, rank): resumable.
+                aug = np.random.default_rng([run.seed, STAGE_ORDER.index(self.stage), self.progress.step,
+                                             micro, dist.rank])
+                batch = self.collate([self.examples[i] for i in self.stream.next_indices()], aug)
                 sync = micro == accum - 1 or not hasattr(self.wrapped, "no_sync")
                 with contextlib.nullcontext() if sync else self.wrapped.no_sync():
                     losses = self._loss_step(batch)
@@ -404,10 +416,11 @@ def _run(cfg: TrainConfig, names: list[str], resume: bool, vision_tower, llm, on
     model = _start_model(cfg, first, out, tokenizer, vision_tower, llm)
     mc = model.cfg
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else None
+    pool = cfg.data.frame_pool
     if dist.is_main:
-        build_frame_store(sources, mc.num_frames, mc.vision.image_size, cache_dir, build=True)
+        build_frame_store(sources, mc.num_frames, mc.vision.image_size, cache_dir, build=True, pool=pool)
     dist_.barrier(dist)
-    store = build_frame_store(sources, mc.num_frames, mc.vision.image_size, cache_dir, build=False)
+    store = build_frame_store(sources, mc.num_frames, mc.vision.image_size, cache_dir, build=False, pool=pool)
     ctx = RunContext(cfg, dist, out, tokenizer, sources, store, on_step)
 
     for stage in names:
@@ -422,7 +435,7 @@ def _run(cfg: TrainConfig, names: list[str], resume: bool, vision_tower, llm, on
         trainer = StageTrainer(ctx, stage)
         trainer.setup(model, ckpt.latest_checkpoint(stage_dir / "checkpoints") if resume else None)
         trainer.train()
-        final = trainer.save_final()
+        trainer.save_final()
         trainer.cleanup()
         if dist.is_main:
             summary = {"stage": stage, "title": SPECS[stage].title, "steps": trainer.progress.step,

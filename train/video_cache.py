@@ -1,11 +1,15 @@
 """Decode every clip's frames once, into a memory-mapped uint8 .npy the trainer indexes.
 
-One cache file per (data file, view, frames, size): ``(N, T, S, S, 3)`` uint8, where N counts the
-*distinct* clips (several instructions share one clip). Many clips come from one video, so each
-video is opened once and all its clips are cut in a single sequential pass; videos decode in a
-small thread pool (PyAV releases the GIL while decoding). Frames are resized to S x S by the
-decoder's scaler (no crop: the simulator and Ego-Exo4D's downscaled videos are what the model
-was specified on), sampled uniformly inside [start, end] at the centre of T equal sub-intervals.
+One cache file per (data file, view, frames, size): ``(N, K, S, S, 3)`` uint8, where N counts the
+*distinct* clips (several instructions share one clip). Frames come from the runtime's decoder
+(:func:`exo2ego_edge.runtime.video.decode_clips`: scale the short side, centre-crop), so training
+sees exactly the pixels serving sees. Each video is opened once for all its clips; videos decode
+in a small thread pool (PyAV releases the GIL while decoding).
+
+``K = num_frames * pool``: the clip is sampled at the centres of K equal sub-intervals. With an
+odd ``pool``, frame ``pool * i + pool // 2`` sits exactly at the centre of sub-interval i of the
+runtime's ``num_frames`` sampling, so the centred sample is bit-identical to ``decode_clip(...,
+num_frames)``; the other frames of each group are the temporal-jitter candidates training draws from.
 
 The file name carries a hash of the data file's contents, so editing the JSONL rebuilds the cache;
 it is written to a temp name and renamed, so a crash never leaves a half-written cache behind.
@@ -29,12 +33,6 @@ log = logging.getLogger(__name__)
 ClipKey = tuple[str, float, float]  # (video path, start, end)
 
 
-def sample_times(start: float, end: float, num_frames: int) -> list[float]:
-    """Centres of ``num_frames`` equal sub-intervals of [start, end]."""
-    span = max(end - start, 0.0)
-    return [start + (i + 0.5) * span / num_frames for i in range(num_frames)]
-
-
 def unique_clips(rows: list[dict], view: str) -> tuple[list[ClipKey], np.ndarray]:
     """Distinct (video, start, end) of ``rows`` in first-seen order, and each row's slot."""
     slots: dict[ClipKey, int] = {}
@@ -45,10 +43,10 @@ def unique_clips(rows: list[dict], view: str) -> tuple[list[ClipKey], np.ndarray
     return list(slots), index
 
 
-def cache_path(data_file: Path, view: str, num_frames: int, size: int, cache_dir: Path | None) -> Path:
+def cache_path(data_file: Path, view: str, frames: int, size: int, cache_dir: Path | None) -> Path:
     digest = hashlib.sha256(data_file.read_bytes()).hexdigest()[:12]
     folder = cache_dir or data_file.parent / "frame_cache"
-    return folder / f"{data_file.stem}-{digest}.{view}.f{num_frames}.s{size}.npy"
+    return folder / f"{data_file.stem}-{digest}.{view}.f{frames}.s{size}.crop.npy"
 
 
 def load_or_build(
@@ -60,25 +58,32 @@ def load_or_build(
     cache_dir: Path | None = None,
     build: bool = True,
     workers: int = 2,
+    pool: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The memory-mapped frames of ``rows``' ``view`` videos and the row -> clip slot index.
+    """The memory-mapped frames ``(N, num_frames * pool, S, S, 3)`` of ``rows``' ``view`` videos
+    and the row -> clip slot index.
 
     With ``build=False`` (non-zero ranks) a missing cache is an error: rank 0 builds it first.
     """
+    if pool < 1 or pool % 2 == 0:
+        raise UserError(f"frame pool {pool} must be odd and >= 1 (its middle frame is the runtime's)")
+    frames_per_clip = num_frames * pool
     clips, index = unique_clips(rows, view)
-    path = cache_path(data_file, view, num_frames, size, cache_dir)
+    path = cache_path(data_file, view, frames_per_clip, size, cache_dir)
     if not path.is_file():
         if not build:
             raise UserError(f"{path}: frame cache missing (rank 0 should have built it)")
-        _build(path, clips, num_frames, size, workers)
+        _build(path, clips, frames_per_clip, size, workers)
     frames = np.load(path, mmap_mode="r")
-    if frames.shape != (len(clips), num_frames, size, size, 3):
+    if frames.shape != (len(clips), frames_per_clip, size, size, 3):
         raise UserError(f"{path}: frame cache has shape {frames.shape}, expected {len(clips)} clips; delete it")
     return frames, index
 
 
 def _build(path: Path, clips: list[ClipKey], num_frames: int, size: int, workers: int) -> None:
     from tqdm import tqdm
+
+    from exo2ego_edge.runtime.video import VideoError, decode_clips
 
     path.parent.mkdir(parents=True, exist_ok=True)
     by_video: dict[str, list[int]] = defaultdict(list)
@@ -87,11 +92,16 @@ def _build(path: Path, clips: list[ClipKey], num_frames: int, size: int, workers
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(clips), num_frames, size, size, 3))
     log.info("decoding %d clips from %d videos into %s", len(clips), len(by_video), path)
+    # Short clips have fewer distinct frames than cached candidates: expected, not worth a warning each.
+    quiet = _Quiet()
+    logging.getLogger("exo2ego_edge.runtime.video").addFilter(quiet)
     try:
         def one(video: str) -> None:
-            slots = by_video[video]
-            times = [sample_times(clips[s][1], clips[s][2], num_frames) for s in slots]
-            out[slots] = decode_clips(video, times, size)
+            slots = sorted(by_video[video], key=lambda s: clips[s][1])  # in time order: short seeks
+            try:
+                out[slots] = decode_clips(video, [clips[s][1:] for s in slots], num_frames, size)
+            except VideoError as e:
+                raise UserError(str(e)) from None
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for _ in tqdm(pool.map(one, sorted(by_video)), total=len(by_video), desc=f"decode {path.name}",
@@ -103,52 +113,22 @@ def _build(path: Path, clips: list[ClipKey], num_frames: int, size: int, workers
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        logging.getLogger("exo2ego_edge.runtime.video").removeFilter(quiet)
+        if quiet.repeats:
+            log.info("%d clip(s) had fewer distinct frames than the %d sampled; frames were repeated",
+                     quiet.repeats, num_frames)
 
 
-def decode_clips(video: str, clip_times: list[list[float]], size: int) -> np.ndarray:
-    """Frames at the given times for several clips of one video, in one decoding pass.
+class _Quiet(logging.Filter):
+    """Counts (instead of printing) the decoder's "repeating frames" warnings."""
 
-    Each time gets the frame on screen at that instant (the last frame whose timestamp is <= t;
-    the first frame for earlier times, the last one for times past the end).
-    Returns (clips, T, size, size, 3) uint8.
-    """
-    import av
+    def __init__(self) -> None:
+        super().__init__()
+        self.repeats = 0
 
-    n_clips, n_t = len(clip_times), len(clip_times[0]) if clip_times else 0
-    result = np.zeros((n_clips, n_t, size, size, 3), dtype=np.uint8)
-    targets = sorted((t, c, i) for c, ts in enumerate(clip_times) for i, t in enumerate(ts))
-    if not targets:
-        return result
-    if not Path(video).is_file():
-        raise UserError(f"{video}: video file not found")
-    pending = 0
-    prev = prev_rgb = None
-
-    def rgb(frame) -> np.ndarray:
-        return frame.to_ndarray(width=size, height=size, format="rgb24")
-
-    try:
-        with av.open(video) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                t = float(frame.time or 0.0)
-                while pending < len(targets) and targets[pending][0] < t:
-                    # target lies before this frame: the previous frame was on screen
-                    if prev_rgb is None:
-                        prev_rgb = rgb(prev if prev is not None else frame)
-                    _, c, i = targets[pending]
-                    result[c, i] = prev_rgb
-                    pending += 1
-                if pending == len(targets):
-                    break
-                prev, prev_rgb = frame, None
-            if pending < len(targets):
-                if prev is None:
-                    raise UserError(f"{video}: no decodable frames")
-                last = rgb(prev)
-                for _, c, i in targets[pending:]:
-                    result[c, i] = last
-    except av.error.FFmpegError as e:
-        raise UserError(f"{video}: cannot decode ({e})") from None
-    return result
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "repeating frames" in record.getMessage():
+            self.repeats += 1
+            return False
+        return True

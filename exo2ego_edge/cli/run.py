@@ -6,9 +6,12 @@ import json
 
 import click
 
+from exo2ego_edge.assets import SHIPPED_BUNDLE
+
 
 @click.command(name="run")
-@click.option("--bundle", "bundle", required=True, type=click.Path(), help="Bundle folder (from `export`).")
+@click.option("--bundle", "bundle", type=click.Path(), default=str(SHIPPED_BUNDLE), show_default="the shipped egosim-tiny INT8 bundle",
+              help="Bundle folder (from `export`).")
 @click.option("--video", type=click.Path(), help="Video file (mp4/mkv/webm/avi; H.264/HEVC/VP9/MJPEG...).")
 @click.option("--question", "-q", required=True, help="What to ask about the video.")
 @click.option("--backend", type=click.Choice(["auto", "ort", "tensorrt"]), default="auto", show_default=True)
