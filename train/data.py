@@ -8,7 +8,6 @@ position is part of the checkpoint, so a resumed run sees exactly the batches it
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,30 +15,10 @@ import numpy as np
 import torch
 
 from exo2ego_edge.errors import UserError
+from exo2ego_edge.jsonl import read_jsonl
 
 CLIP_KEYS = ("take_uid", "split", "ego_video", "exo_video", "start", "end", "text", "text_side")
 INSTRUCTION_KEYS = ("take_uid", "split", "ego_video", "start", "end", "question", "answer", "text_side")
-
-
-def read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict]:
-    """Rows of a JSONL file, each checked for the keys the trainer uses."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: data file not found (make it with `exo2ego-edge data build-clips`)")
-    rows = []
-    with path.open() as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            missing = [k for k in required if k not in row]
-            if missing:
-                raise UserError(f"{path}:{n}: row lacks {', '.join(missing)}")
-            rows.append(row)
-    return rows
 
 
 @dataclass(frozen=True)
