@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from exo2ego_edge.bundle import LOGITS_TO_KEEP, GraphSpec, Manifest
+from exo2ego_edge.runtime.kv_cache import KVPrefix, PingPongDecoder
 from exo2ego_edge.runtime.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -118,27 +118,10 @@ class _Buffer:
             self.ptr = self.value.data_ptr()
 
 
-@dataclass
-class KVPrefix:
-    """The KV cache of a shared prompt prefix: read-only once written, any number of readers."""
-
-    length: int
-    buffers: list[_Buffer]  # one per past input, in graph order
-
-
 _EMPTY = KVPrefix(0, [])
 
 
-class KVState:
-    """One generation's cache: the prefix it extends and how far the ping/pong buffers go."""
-
-    def __init__(self, prefix: KVPrefix):
-        self.prefix = prefix
-        self.length = prefix.length
-        self.current: list[_Buffer] | None = None  # None: the past is still the prefix itself
-
-
-class OrtDecoder:
+class OrtDecoder(PingPongDecoder):
     """The decoder graph with IOBinding over preallocated KV buffers (see the module docstring)."""
 
     def __init__(self, bundle: Path, manifest: Manifest, providers: list[str], threads: int | None,
@@ -189,20 +172,6 @@ class OrtDecoder:
         logits = self._run(embeds, prefix.length, prefix.buffers, out)
         return KVPrefix(total, out), logits
 
-    def start(self, prefix: KVPrefix) -> KVState:
-        return KVState(prefix)
-
-    def step(self, state: KVState, embeds: np.ndarray) -> np.ndarray:
-        """Run ``embeds`` (S, D) on ``state``'s cache, advancing it; returns the last logits (V,)
-        (a view of the row the next call overwrites)."""
-        total = state.length + embeds.shape[0]
-        self._check_room(total)
-        past = state.prefix.buffers if state.current is None else state.current
-        out = self.pong if state.current is self.ping else self.ping
-        logits = self._run(embeds, state.length, past, out)
-        state.current, state.length = out, total
-        return logits
-
     def logits(self, prefix: KVPrefix | None, embeds: np.ndarray, logits_to_keep: int) -> np.ndarray:
         """Logits (K, V) of the last ``logits_to_keep`` of ``embeds`` (S, D) run after ``prefix``
         (0: all S), leaving every cache untouched: for teacher-forced checks and option scoring."""
@@ -216,11 +185,6 @@ class OrtDecoder:
         return logits[0, rows - keep :]
 
     # --- internals ------------------------------------------------------------------------
-    def _check_room(self, total: int) -> None:
-        if total > self.max_seq:
-            # Callers check the prompt length up front; this guards the generation budget.
-            raise BackendError(f"sequence of {total} tokens exceeds the bundle's max_seq {self.max_seq}")
-
     def _run(self, embeds: np.ndarray, past_len: int, past: list[_Buffer], out: list[_Buffer]) -> np.ndarray:
         """One call keeping only the last position's logits, returned as a (V,) view of a buffer
         the next call overwrites."""

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from exo2ego_edge.bundle import EngineSpec, Manifest
+from exo2ego_edge.runtime.kv_cache import KVPrefix, PingPongDecoder
 from exo2ego_edge.runtime.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -146,18 +147,7 @@ class TrtVision:
         return out.copy()  # the pinned buffer is reused by the next call
 
 
-@dataclass
-class TrtPrefix:
-    length: int
-    buffers: list  # device allocations, one per past input
-
-
-class TrtState:
-    def __init__(self, prefix: TrtPrefix):
-        self.prefix, self.length, self.current = prefix, prefix.length, None
-
-
-class TrtDecoder:
+class TrtDecoder(PingPongDecoder):
     def __init__(self, graph: _Graph, stream, dev: _Device, manifest: Manifest):
         d = manifest.decoder
         self.g, self.stream, self.dev = graph, stream, dev
@@ -181,30 +171,14 @@ class TrtDecoder:
         self._logits_rows = 0
         self.calls = self.tokens_processed = 0
 
-    def extend(self, prefix: TrtPrefix | None, embeds: np.ndarray):
-        prefix = prefix or TrtPrefix(0, [])
+    def extend(self, prefix: KVPrefix | None, embeds: np.ndarray):
+        prefix = prefix or KVPrefix(0, [])
         total = prefix.length + embeds.shape[0]
         self._check_room(total)
         row = self.kv_heads * self.head_dim * self.kv_dtype.itemsize
         out = [self.dev.alloc(row * total) for _ in self.present]
         logits = self._run(embeds, prefix.length, prefix.buffers, out)
-        return TrtPrefix(total, out), logits
-
-    def start(self, prefix: TrtPrefix) -> TrtState:
-        return TrtState(prefix)
-
-    def step(self, state: TrtState, embeds: np.ndarray) -> np.ndarray:
-        total = state.length + embeds.shape[0]
-        self._check_room(total)
-        past = state.prefix.buffers if state.current is None else state.current
-        out = self.pong if state.current is self.ping else self.ping
-        logits = self._run(embeds, state.length, past, out)
-        state.current, state.length = out, total
-        return logits
-
-    def _check_room(self, total: int) -> None:
-        if total > self.max_seq:
-            raise BackendError(f"sequence of {total} tokens exceeds the bundle's max_seq {self.max_seq}")
+        return KVPrefix(total, out), logits
 
     def _logits_buffer(self, rows: int):
         if rows > self._logits_rows:  # grows to the longest prefill seen, then stays
