@@ -8,6 +8,7 @@ Each step is a call into the same library function the step's own command uses.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ def _build_clips(p: DemoPaths) -> str:
 def _train(p: DemoPaths, config: str) -> str:
     from exo2ego_edge.train.trainer import run_training
 
+    shutil.rmtree(p.run, ignore_errors=True)  # a fresh run each time, not a resume of the last
     clips = f"data.clips=[{p.clips / 'train.jsonl'},{p.clips / 'val.jsonl'}]"
     student = run_training(config, overrides=[clips, f"run.output_dir={p.run}"])
     return str(student)
