@@ -107,7 +107,7 @@ def _evaluate(p: DemoPaths, student: Path) -> str:
     from exo2ego_edge.model import load_student
     from exo2ego_edge.train.evaluation import evaluate_doing
 
-    model, tokenizer = load_student(student)
+    model, tokenizer, _ = load_student(student)
     cfg = model.cfg
     rows = _held_out_rows(p, 64)
     frames = np.stack([decode_clip(r["ego_video"], r["start"], r["end"], cfg.num_frames, cfg.vision.image_size)
@@ -170,7 +170,7 @@ def _bench(p: DemoPaths) -> str:
 @click.option("--quick", is_flag=True, help="Skip training: use the student shipped in the package.")
 @click.option("--takes", type=int, default=None, help="Simulated takes (default: 120, or 24 with --quick).")
 @click.option("--config", default="egosim-tiny-demo", show_default=True, help="Training config for the demo.")
-@click.option("--questions", type=int, default=3, show_default=True, help="Held-out clips to ask about.")
+@click.option("--questions", type=int, default=6, show_default=True, help="Held-out clips to ask about.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(out: Path, quick: bool, takes: int | None, config: str, questions: int, seed: int) -> None:
     """Run the whole pipeline on simulated egocentric video (about 10 minutes on 2 CPU cores).
