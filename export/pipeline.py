@@ -300,6 +300,9 @@ def export_bundle(
     t = time.perf_counter()
     student = load_student(checkpoint)
     cfg = student.model.cfg
+    if opts.max_frames is not None and opts.max_frames < cfg.num_frames:
+        # The runtime samples num_frames per clip: a smaller limit would make every clip unanswerable.
+        raise UserError(f"--max-frames {opts.max_frames} is below the model's {cfg.num_frames} frames per clip")
     max_frames = opts.max_frames or cfg.num_frames
     max_seq = opts.max_seq or min(cfg.llm.max_position_embeddings, 4096)
     t = done("load", t)

@@ -265,3 +265,9 @@ def test_invalid_options_are_collected_into_one_line(checkpoint, tmp_path):
         export_bundle(checkpoint, tmp_path / "x", "int3", "tpu", parity_samples=0)
     assert "int3" in str(e.value) and "tpu" in str(e.value) and "parity-samples" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_max_frames_below_the_clip_length_is_refused(checkpoint, tmp_path):
+    with pytest.raises(UserError, match="--max-frames 1 is below the model's 2 frames per clip"):
+        export_bundle(checkpoint, tmp_path / "x", max_frames=1)
+    assert not (tmp_path / "x").exists()

@@ -73,7 +73,7 @@ def ours_bundle(ckpt: Path, work: Path, precision: str) -> Path:
     out = work / f"ours-{precision}"
     if not (out / "manifest.json").is_file():
         export_bundle(ckpt, out, precision=precision, overwrite=True, force=True, parity_samples=1,
-                      max_new_tokens=4, max_seq=1024, max_frames=2)
+                      max_new_tokens=4, max_seq=1024)
     return out
 
 
