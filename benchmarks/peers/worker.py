@@ -58,6 +58,22 @@ class _Clock:
                 "total_ms": (end - self.start) * 1e3, "tokens": len(self.stamps)}
 
 
+def _generate_runner(model, ids: list[int], new: int) -> Callable[[], dict]:
+    """Timed greedy ``generate`` of exactly ``new`` tokens: HF and Optimum share this API."""
+    import torch
+
+    input_ids = torch.tensor([ids])
+    clock = _Clock()
+
+    def run() -> dict:
+        clock.reset()
+        model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=new, min_new_tokens=new,
+                       do_sample=False, streamer=clock, pad_token_id=0)
+        return clock.result()
+
+    return run
+
+
 def hf_runner(model_dir: str, ids: list[int], new: int, threads: int | None) -> Callable[[], dict]:
     import torch
     from transformers import AutoModelForCausalLM
@@ -67,21 +83,11 @@ def hf_runner(model_dir: str, ids: list[int], new: int, threads: int | None) -> 
     torch.set_grad_enabled(False)
     model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, torch_dtype=torch.float32,
                                                  attn_implementation="eager").eval()
-    input_ids = torch.tensor([ids])
-    clock = _Clock()
-
-    def run() -> dict:
-        clock.reset()
-        model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=new, min_new_tokens=new,
-                       do_sample=False, streamer=clock, pad_token_id=0)
-        return clock.result()
-
-    return run
+    return _generate_runner(model, ids, new)
 
 
 def optimum_runner(model_dir: str, ids: list[int], new: int, threads: int | None) -> Callable[[], dict]:
     import onnxruntime as ort
-    import torch
     from optimum.onnxruntime import ORTModelForCausalLM
 
     opts = ort.SessionOptions()
@@ -89,16 +95,7 @@ def optimum_runner(model_dir: str, ids: list[int], new: int, threads: int | None
         opts.intra_op_num_threads = threads
     model = ORTModelForCausalLM.from_pretrained(model_dir, local_files_only=True, session_options=opts,
                                                 provider="CPUExecutionProvider", use_io_binding=True)
-    input_ids = torch.tensor([ids])
-    clock = _Clock()
-
-    def run() -> dict:
-        clock.reset()
-        model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=new, min_new_tokens=new,
-                       do_sample=False, streamer=clock, pad_token_id=0)
-        return clock.result()
-
-    return run
+    return _generate_runner(model, ids, new)
 
 
 def genai_runner(model_dir: str, ids: list[int], new: int, threads: int | None) -> Callable[[], dict]:
