@@ -37,7 +37,8 @@ from typing import Any
 from exo2ego_edge.errors import UserError
 
 FORMAT = "exo2ego-edge-bundle"
-FORMAT_VERSION = 1
+# 1: first format. 2: adds the optional `embedding_scales` (an int8 token-embedding table).
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 LOGITS_TO_KEEP = "logits_to_keep"  # the decoder input choosing how many positions get logits
 
@@ -124,6 +125,8 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)  # figures measured at export time
     engines: list[EngineSpec] = field(default_factory=list)
+    # Per-row float32 scales (V,) when ``embeddings`` is int8: row i is table[i] * scales[i].
+    embedding_scales: TensorSpec | None = None
 
     def __post_init__(self) -> None:
         self.preprocessing = _strict(Preprocessing, self.preprocessing, "preprocessing")
@@ -131,6 +134,8 @@ class Manifest:
         self.decoder = _strict(DecoderSpec, self.decoder, "decoder")
         self.graphs = {k: _strict(GraphSpec, v, f"graphs.{k}") for k, v in self.graphs.items()}
         self.embeddings = _strict(TensorSpec, self.embeddings, "embeddings")
+        if self.embedding_scales is not None:
+            self.embedding_scales = _strict(TensorSpec, self.embedding_scales, "embedding_scales")
         self.engines = [_strict(EngineSpec, e, "engines[]") for e in self.engines]
         for required in ("vision", "decoder"):
             if required not in self.graphs:
@@ -203,6 +208,8 @@ def verify_files(bundle: str | Path, manifest: Manifest) -> None:
     listed = set(manifest.files)
     needed = {g.file for g in manifest.graphs.values()} | {manifest.embeddings.name, manifest.tokenizer}
     needed |= {e.file for e in manifest.engines}
+    if manifest.embedding_scales is not None:
+        needed.add(manifest.embedding_scales.name)
     unlisted = sorted(needed - listed)
     if unlisted:
         raise BundleError(f"{bundle}: manifest lists no checksum for {unlisted}")

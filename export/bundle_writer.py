@@ -104,6 +104,7 @@ def make_manifest(
     provenance_: dict[str, Any],
     engines: list[EngineSpec] | None = None,
     parity: dict[str, Any] | None = None,
+    embedding_scales: TensorSpec | None = None,
 ) -> Manifest:
     """The manifest of the files now in ``folder`` (checksums taken here)."""
     return Manifest(
@@ -123,4 +124,5 @@ def make_manifest(
         provenance=provenance_,
         parity=parity or {},
         engines=engines or [],
+        embedding_scales=embedding_scales,
     )

@@ -47,7 +47,9 @@ def format_manifest(folder: str | Path) -> str:
         size = _mb(folder / g.file) + (f" (+{_mb(data)} data)" if data.is_file() else "")
         ins = ", ".join(f"{t.name}{list(t.shape)}" for t in g.inputs[:3]) + (f", +{len(g.inputs) - 3} cache" if len(g.inputs) > 3 else "")
         rows.append([name, g.file, g.precision, str(g.opset), size, ins])
-    rows.append(["embeddings", m.embeddings.name, m.embeddings.dtype, "-", _mb(folder / m.embeddings.name), str(m.embeddings.shape)])
+    for label, t in (("embeddings", m.embeddings), ("embedding scales", m.embedding_scales)):
+        if t is not None:
+            rows.append([label, t.name, t.dtype, "-", _mb(folder / t.name), str(t.shape)])
     rows.append(["tokenizer", m.tokenizer, "-", "-", _mb(folder / m.tokenizer), "-"])
     for e in m.engines:
         rows.append([f"engine:{e.graph}", e.file, e.precision, "-", _mb(folder / e.file),

@@ -185,6 +185,53 @@ def grouped_query_attention(module: nn.Module, query: torch.Tensor, key: torch.T
     return out.reshape(b, heads, -1, head_dim).transpose(1, 2).contiguous(), probs
 
 
+class PatchEmbeddingMatMul(nn.Module):
+    """A ViT's patch embedding (a p x p Conv2d with stride p, no padding) as patchify + one MatMul.
+
+    Same output (N, D, g, g), but a weight MatMul: ORT's dynamic INT8 quantizer converts MatMuls
+    and leaves Conv in float32, and the patch embedding was the largest float tensor of the tiny
+    preset's INT8 vision graph (295 of its 540 KB).
+    """
+
+    def __init__(self, conv: nn.Conv2d, image_size: int):
+        super().__init__()
+        self.p, self.grid = conv.kernel_size[0], image_size // conv.kernel_size[0]
+        # (C*p*p, D), rows in the conv's (c, i, j) order
+        self.weight = nn.Parameter(conv.weight.detach().flatten(1).t().contiguous(), requires_grad=False)
+        self.bias = conv.bias
+
+    @staticmethod
+    def applies_to(conv: nn.Module) -> bool:
+        return (isinstance(conv, nn.Conv2d) and conv.kernel_size[0] == conv.kernel_size[1] == conv.stride[0]
+                == conv.stride[1] and conv.groups == 1 and conv.dilation == (1, 1)
+                and conv.padding in ((0, 0), "valid"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, g, p = x.shape[1], self.grid, self.p
+        patches = x.reshape(-1, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(-1, g * g, c * p * p)
+        out = patches @ self.weight
+        if self.bias is not None:
+            out = out + self.bias
+        return out.transpose(1, 2).reshape(-1, self.weight.shape[1], g, g)
+
+
+@contextlib.contextmanager
+def patch_embeddings_as_matmul(encoder: nn.Module) -> Iterator[None]:
+    """Swap every ``patch_embedding`` conv under ``encoder`` for :class:`PatchEmbeddingMatMul`."""
+    swapped = []
+    image_size = encoder.tower.config.image_size
+    for module in encoder.modules():
+        conv = getattr(module, "patch_embedding", None)
+        if PatchEmbeddingMatMul.applies_to(conv):
+            module.patch_embedding = PatchEmbeddingMatMul(conv, image_size)
+            swapped.append((module, conv))
+    try:
+        yield
+    finally:
+        for module, conv in swapped:
+            module.patch_embedding = conv
+
+
 @contextlib.contextmanager
 def export_attention(llm: nn.Module) -> Iterator[None]:
     """Run ``llm``'s attention through :func:`grouped_query_attention` inside the block."""
@@ -300,7 +347,8 @@ def _check_dynamic(path: Path, io: GraphIO) -> None:
 
 def export_vision(model: Exo2Ego, path: str | Path, opset: int = DEFAULT_OPSET, exporter: str = "torchscript") -> GraphIO:
     io = vision_io(model.cfg)
-    _export(VisionGraph(model), vision_example(model.cfg), io, Path(path), opset, exporter)
+    with patch_embeddings_as_matmul(model.ego_encoder):
+        _export(VisionGraph(model), vision_example(model.cfg), io, Path(path), opset, exporter)
     log.info("wrote %s", path)
     return io
 

@@ -49,7 +49,7 @@ VISION_FILE, DECODER_FILE = "vision.onnx", "decoder.onnx"
 if TYPE_CHECKING:
     from exo2ego_edge.model import Student
 
-EMBEDDINGS_FILE, TOKENIZER_FILE = "embeddings.npy", "tokenizer.json"
+EMBEDDINGS_FILE, EMBEDDING_SCALES_FILE, TOKENIZER_FILE = "embeddings.npy", "embedding_scales.npy", "tokenizer.json"
 # Protobuf's 2 GiB limit: larger graphs keep their weights in one external data file beside them.
 EXTERNAL_DATA_BYTES = 1_800_000_000
 
@@ -119,9 +119,14 @@ class ExportResult:
 
 # --- the builders -------------------------------------------------------------------------------
 def save_onnx(model, path: Path) -> None:
-    """Save a ModelProto, moving weights to one ``<file>.data`` beside it past protobuf's limit."""
+    """Save a ModelProto, moving weights to one ``<file>.data`` beside it past protobuf's limit.
+
+    Intermediate shapes (``value_info``, which the quantizers add) are dropped: ORT infers them on
+    load, and they were 5% of the tiny preset's INT8 vision graph.
+    """
     import onnx
 
+    del model.graph.value_info[:]
     if model.ByteSize() > EXTERNAL_DATA_BYTES:
         onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                   location=f"{path.name}.data", size_threshold=1024)
@@ -210,39 +215,52 @@ def make_precision_graphs(
             quantize.convert_fp16(src, tmp)
             save_onnx(onnx.load(str(tmp)), dst)
             float_dtype = "float16"
-        elif name == "decoder" and (opts.precision == "int4" or not gpu):
-            bits = 4 if opts.precision == "int4" else 8
-            # INT8 uses per-row blocks as large as fit: weight-only INT8 barely loses accuracy.
-            block = opts.int4_block_size if bits == 4 else 128
-            tmp = work / f"decoder-int{bits}.onnx"
-            quantize.quantize_weight_only(src, tmp, bits=bits, block_size=block)
-            save_onnx(onnx.load(str(tmp)), dst)
         else:
-            precision = "int8"
-            feeds = None
-            if gpu or opts.cpu_activations == "static":
-                feeds = vision_feeds(calib) if name == "vision" else decoder_feeds(student, calib)
-            tmp = work / f"{name}-int8.onnx"
-            if gpu:
-                quantize.quantize_qdq_for_gpu(src, tmp, feeds, method=opts.calib_method)
-            elif opts.cpu_activations == "static":
-                quantize.quantize_static_int8(src, tmp, feeds, method="minmax")
+            if not gpu:  # ORT's recommended pre-processing before its CPU quantizers
+                pre = work / f"{name}-pre" / f"{name}.onnx"
+                pre.parent.mkdir()
+                quantize.preprocess(src, pre)
+                src = pre
+            if name == "decoder" and (opts.precision == "int4" or not gpu):
+                bits = 4 if opts.precision == "int4" else 8
+                # INT8 uses per-row blocks as large as fit: weight-only INT8 barely loses accuracy.
+                block = opts.int4_block_size if bits == 4 else 128
+                tmp = work / f"decoder-int{bits}.onnx"
+                quantize.quantize_weight_only(src, tmp, bits=bits, block_size=block)
             else:
-                quantize.quantize_dynamic_int8(src, tmp)
+                precision = "int8"
+                feeds = None
+                if gpu or opts.cpu_activations == "static":
+                    feeds = vision_feeds(calib) if name == "vision" else decoder_feeds(student, calib)
+                tmp = work / f"{name}-int8.onnx"
+                if gpu:
+                    quantize.quantize_qdq_for_gpu(src, tmp, feeds, method=opts.calib_method)
+                elif opts.cpu_activations == "static":
+                    quantize.quantize_static_int8(src, tmp, feeds, method="minmax")
+                else:
+                    quantize.quantize_dynamic_int8(src, tmp)
             save_onnx(onnx.load(str(tmp)), dst)
         io_spec = (onnx_graphs.vision_io if name == "vision" else onnx_graphs.decoder_io)(cfg, float_dtype)
         specs[name] = GraphSpec(file=file, precision=precision, inputs=io_spec.inputs, outputs=io_spec.outputs, opset=opts.opset)
     return specs
 
 
-def write_embeddings_and_tokenizer(student: Student, out: Path, precision: str) -> TensorSpec:
-    """The token-embedding table as .npy (float16 beside a quantized/fp16 decoder: half the bytes,
-    and the runtime casts the few gathered rows to the decoder's input dtype) + tokenizer.json."""
-    dtype = "float32" if precision == "fp32" else "float16"
-    table = onnx_graphs.embedding_table(student.model, dtype)
-    np.save(out / EMBEDDINGS_FILE, table)
+def write_embeddings_and_tokenizer(student: Student, out: Path, precision: str) -> tuple[TensorSpec, TensorSpec | None]:
+    """The token-embedding table as .npy, and tokenizer.json. The runtime gathers only the few rows
+    a prompt uses and casts them to the decoder's input dtype, so the table's precision follows
+    the bundle's: float32, float16 beside an fp16 decoder, and int8 with per-row symmetric scales
+    (a second .npy) beside a quantized one: a quarter of the float32 bytes."""
     shutil.copyfile(student.folder / TOKENIZER_FILE, out / TOKENIZER_FILE)
-    return TensorSpec(EMBEDDINGS_FILE, dtype, list(table.shape))
+    table = onnx_graphs.embedding_table(student.model)
+    if precision in ("fp32", "fp16"):
+        table = table.astype("float32" if precision == "fp32" else "float16")
+        np.save(out / EMBEDDINGS_FILE, table)
+        return TensorSpec(EMBEDDINGS_FILE, str(table.dtype), list(table.shape)), None
+    scales = np.maximum(np.abs(table).max(axis=1), np.finfo(np.float32).tiny) / 127.0
+    np.save(out / EMBEDDINGS_FILE, np.round(table / scales[:, None]).astype(np.int8))
+    np.save(out / EMBEDDING_SCALES_FILE, scales.astype(np.float32))
+    return (TensorSpec(EMBEDDINGS_FILE, "int8", list(table.shape)),
+            TensorSpec(EMBEDDING_SCALES_FILE, "float32", [table.shape[0]]))
 
 
 def run_parity_gate(out: Path, student: Student, opts: ExportOptions) -> dict[str, Any]:
@@ -313,7 +331,7 @@ def export_bundle(
         t = done("onnx", t)
         graphs = make_precision_graphs(fp32, tmp, work, student, opts)
         t = done("precision", t)
-        embeddings = write_embeddings_and_tokenizer(student, tmp, opts.precision)
+        embeddings, embedding_scales = write_embeddings_and_tokenizer(student, tmp, opts.precision)
         t = done("embeddings", t)
         engines = []
         if opts.trt:
@@ -326,6 +344,7 @@ def export_bundle(
         manifest = make_manifest(
             tmp, cfg, student.tokenizer, graphs, embeddings, TOKENIZER_FILE, max_seq, max_frames,
             provenance(checkpoint, opts.opset, opts.exporter, option_record), engines,
+            embedding_scales=embedding_scales,
         )
         write_manifest(tmp, manifest)
         t = done("manifest", t)

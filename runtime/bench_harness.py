@@ -406,7 +406,7 @@ def _jetson(report: dict[str, Any], manifest: Manifest, bundle: Path, decoder_co
     act_item = 2 if manifest.graphs["vision"].precision == "fp16" else 4
     seq_v = (v["image_size"] // v["patch_size"]) ** 2 + (1 if v["family"] == "clip" else 0)
     vision_weights = next(iter(vision_costs.values()))["weight_bytes"]
-    embed_bytes = (bundle / manifest.embeddings.name).stat().st_size
+    embed_bytes = sum((bundle / t.name).stat().st_size for t in (manifest.embeddings, manifest.embedding_scales) if t)
     ref = next(r for r in report["results"] if "skipped" not in r)
     fp = jetson.Footprint(
         weight_bytes=int(vision_weights + decoder_cost.weight_bytes + embed_bytes),

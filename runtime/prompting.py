@@ -24,15 +24,16 @@ class PromptBuilder:
             self.tokenizer = Tokenizer.from_file(str(bundle / manifest.tokenizer))
         except Exception as e:  # tokenizers raises a bare Exception on a malformed file
             raise BundleError(f"{bundle}: cannot load {manifest.tokenizer} ({e})") from None
-        path = bundle / manifest.embeddings.name
-        try:
-            # (V, D), rows paged in on use; a plain ndarray view: indexing a np.memmap costs more
-            self.table = np.load(path, mmap_mode="r").view(np.ndarray)
-        except ValueError as e:
-            raise BundleError(f"{bundle}: cannot read {manifest.embeddings.name} ({e})") from None
+        self.table = _load_array(bundle, manifest.embeddings.name)  # (V, D)
         d = manifest.decoder
         if self.table.ndim != 2 or self.table.shape[1] != d.hidden_size:
             raise BundleError(f"{bundle}: embedding table has shape {self.table.shape}, expected (V, {d.hidden_size})")
+        self.scales = None  # (V,) row scales of an int8 table
+        if manifest.embedding_scales is not None:
+            self.scales = _load_array(bundle, manifest.embedding_scales.name)
+            if self.scales.shape != self.table.shape[:1]:
+                raise BundleError(f"{bundle}: embedding scales have shape {self.scales.shape}, "
+                                  f"expected ({self.table.shape[0]},)")
         self.embed_dtype = np.dtype(embed_dtype)
         self.stop_ids = list(self.spec.stop_ids)
         self.prefix_ids = self.encode(self.spec.prefix)
@@ -50,5 +51,17 @@ class PromptBuilder:
 
     def embed(self, ids: list[int]) -> np.ndarray:
         """(len(ids), D) embeddings in the decoder's input dtype: one gather, one copy."""
-        rows = self.table[np.asarray(ids, dtype=np.int64)]
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = self.table[ids]
+        if self.scales is not None:
+            return (rows * self.scales[ids, None]).astype(self.embed_dtype, copy=False)
         return rows if rows.dtype == self.embed_dtype else rows.astype(self.embed_dtype)
+
+
+def _load_array(bundle: Path, name: str) -> np.ndarray:
+    """A bundle's .npy, memory-mapped so only the rows used are read from disk (as a plain ndarray
+    view: indexing a np.memmap costs more)."""
+    try:
+        return np.load(bundle / name, mmap_mode="r").view(np.ndarray)
+    except ValueError as e:
+        raise BundleError(f"{bundle}: cannot read {name} ({e})") from None

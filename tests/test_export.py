@@ -185,8 +185,40 @@ def test_int8_cpu_keeps_parity_and_shrinks(int8_bundle, fp32_bundle):
     ops_v = quantize.count_ops(onnx.load(str(int8_bundle / "vision.onnx")))
     ops_d = quantize.count_ops(onnx.load(str(int8_bundle / "decoder.onnx")))
     assert ops_v.get("MatMulInteger", 0) > 0 and ops_d.get("MatMulNBits", 0) > 0
+    # the patch embedding is a weight-only INT8 MatMul: no float Conv weights are left behind
+    assert "Conv" not in ops_v and ops_v.get("MatMulNBits") == 1
     size = lambda b: sum(p.stat().st_size for p in b.iterdir())  # noqa: E731
     assert size(int8_bundle) < 0.6 * size(fp32_bundle)
+
+
+def test_int8_bundle_embeddings_are_int8_rows_with_scales(int8_bundle, fp32_bundle):
+    m = load_manifest(int8_bundle)
+    assert m.embeddings.dtype == "int8" and m.embedding_scales.shape == m.embeddings.shape[:1]
+    exact = Runtime.load(fp32_bundle).prompt
+    quant = Runtime.load(int8_bundle).prompt
+    ids = list(range(exact.table.shape[0]))
+    step = np.abs(exact.embed(ids)).max(axis=1, keepdims=True) / 127  # one int8 step per row
+    assert np.all(np.abs(quant.embed(ids) - exact.embed(ids)) <= 0.5 * step + 1e-7)
+
+
+@pytest.mark.parametrize("family", ["siglip", "clip"])
+def test_patch_embedding_as_matmul_equals_the_conv(family):
+    from exo2ego_edge.config import PRESETS
+    from exo2ego_edge.model import Exo2Ego
+
+    cfg = PRESETS["egosim-tiny"]()
+    cfg.vision.family = family
+    torch.manual_seed(0)
+    model = Exo2Ego(cfg).eval()
+    frames = torch.randint(0, 256, (2, cfg.num_frames, cfg.vision.image_size, cfg.vision.image_size, 3),
+                           dtype=torch.uint8)
+    conv = model.ego_encoder.tower.vision_model.embeddings.patch_embedding
+    with onnx_graphs.patch_embeddings_as_matmul(model.ego_encoder):
+        swapped = model.ego_encoder.tower.vision_model.embeddings.patch_embedding
+        as_matmul = model(frames)
+    assert isinstance(swapped, onnx_graphs.PatchEmbeddingMatMul)
+    assert model.ego_encoder.tower.vision_model.embeddings.patch_embedding is conv  # restored
+    torch.testing.assert_close(as_matmul, model(frames), rtol=1e-5, atol=1e-5)
 
 
 def test_inspect_prints_the_manifest_table(int8_bundle):
@@ -243,6 +275,9 @@ def test_tampered_file_and_newer_format_are_refused(fp32_bundle, tmp_path):
     (newer / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="newer"):
         load_manifest(newer)
+    manifest["format_version"] = 1  # a format-1 bundle (float embeddings, no scales) still loads
+    (newer / MANIFEST).write_text(json.dumps(manifest))
+    assert load_manifest(newer).embedding_scales is None
 
 
 def test_parity_failure_writes_nothing_unless_forced(work, checkpoint):
