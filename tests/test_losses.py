@@ -48,6 +48,19 @@ def test_kl_is_zero_for_equal_features_and_gradient_flows_to_fx():
     assert fx.grad is not None and fx.grad.abs().sum() > 0
 
 
+def test_kl_per_frame_compares_each_frames_mean_token():
+    # one clip, 2 frames x 2 tokens. Frame 1: y tokens average to [0, ln 3] (the hand-computed
+    # case above), F(x) tokens to [0, 0]; frame 2: equal means although the tokens differ.
+    ln3 = math.log(3.0)
+    y = torch.tensor([[[1.0, ln3 - 1.0], [-1.0, ln3 + 1.0], [2.0, 0.0], [0.0, 2.0]]])
+    fx = torch.tensor([[[0.5, -0.5], [-0.5, 0.5], [1.0, 1.0], [1.0, 1.0]]])
+    token1 = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+    assert feature_kl(y, fx, group=2).item() == pytest.approx(token1 / 2, abs=1e-6)
+    assert feature_kl(y, fx, group=2).item() != pytest.approx(feature_kl(y, fx).item(), abs=1e-3)
+    with pytest.raises(ValueError):
+        feature_kl(y, fx, group=3)
+
+
 def test_cycle_consistency_is_sum_of_two_mean_absolute_errors():
     x = torch.tensor([[[1.0, -2.0]]])
     gfx = torch.tensor([[[0.0, 0.0]]])  # |.| = 1, 2 -> mean 1.5

@@ -162,6 +162,16 @@ def test_ego_moves_more_than_exo_and_shows_something_else(world):
     assert np.mean(content_gap) > 25, content_gap
 
 
+@pytest.mark.parametrize("cams", range(2, 9))
+def test_exo_cameras_keep_the_whole_reach_area_in_view(cams):
+    from exo2ego_edge.train import simulator as sim
+
+    corners = [np.array([x, y, 0.0]) for x in sim.REACH_X for y in sim.REACH_Y]  # on the table
+    for cam_id, cam in sim.exo_cameras(cams, 64).items():
+        for point in corners:
+            assert cam.sees(point), (cam_id, point, cam.project(point))
+
+
 def _small_world(tmp_path: Path, name: str, seed: int, jobs: int, takes: int) -> Path:
     out = tmp_path / name
     args = synth_args(out, "--takes", str(takes), "--seed", str(seed), "--jobs", str(jobs))

@@ -57,7 +57,7 @@ def _model(mc) -> Exo2Ego:
 
 
 EXPECTED = {
-    "init": {"ego_encoder", "exo_encoder", "F", "projector", "llm"},
+    "init": {"exo_encoder", "projector", "llm"},  # one shared tower: ego frames go through it too
     "stage1": {"exo_encoder", "projector"},
     "stage2": {"ego_encoder", "F", "G"},
     "stage3": {"ego_encoder", "F", "lora"},

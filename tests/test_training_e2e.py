@@ -32,6 +32,12 @@ def test_simulated_world_to_student(tmp_path):
     for stage in ("init", "stage1", "stage2", "stage3"):
         summary = json.loads((out / stage / "summary.json").read_text())
         assert summary["steps"] > 0 and "eval" in summary
+    # init's one tower ends up in both encoders: the learner starts from a tower that saw ego video
+    from safetensors.torch import load_file
+
+    init = load_file(out / "init" / "final" / "model.safetensors")
+    exo_keys = [k for k in init if k.startswith("exo_encoder.")]
+    assert exo_keys and all(init[k].equal(init["ego_" + k[4:]]) for k in exo_keys)
     stage2 = [json.loads(line) for line in (out / "stage2" / "metrics.jsonl").read_text().splitlines()]
     assert {"vtg", "kl", "cycle", "loss", "lr", "samples_per_s"} <= set(stage2[-1])
 

@@ -5,7 +5,8 @@ balls, blocks) and performs a short activity (tidy the table, stack the blocks, 
 arrange the table) made of atomic actions (picks up, puts in/on, pushes, opens, closes, turns).
 Each take is rendered, frame-synchronised, from a head-mounted **ego** camera (moves and shakes
 with the head, looks at what the hands work on, hands at the bottom, objects large and often
-cropped) and from two or more static **exo** cameras that see the whole table and the person.
+cropped) and from two or more static **exo** cameras that frame the table's work area and C's
+arms (the head and the table's far corners fall outside).
 That is the paper's premise in miniature: the action is easy to read from exo, hard from ego.
 
 Output (``synthesize_world``), written atomically::
@@ -93,10 +94,14 @@ TURN_YAW = np.radians(55.0)
 TURN_PROB, MAX_TURNS = 0.15, 2  # chance of a head turn after each action; cap per take
 LEAD_IN, TAIL = 0.5, 0.5
 
-# Cameras: a narrow-ish head camera close to the hands; exo cameras on an arc facing C.
-EGO_FOV, EXO_FOV = 50.0, 48.0
+# Cameras: a narrow-ish head camera close to the hands; exo cameras on an arc facing C, zoomed on
+# the work area. A 48 degree exo view showing the whole person made objects 2-3 px wide at the
+# tiny preset's 64 px, too small for the demonstrator to tell colours or kinds apart; at 34
+# degrees, aimed at the reach area's centre, they are 5-8 px and the whole reach area stays in
+# view (a test checks its corners on the table project inside the frame of every exo camera).
+EGO_FOV, EXO_FOV = 50.0, 34.0
 EXO_RADIUS, EXO_HEIGHT = 1.4, 0.95
-EXO_LOOK_AT = np.array([0.0, -0.18, 0.2])
+EXO_LOOK_AT = np.array([0.0, -0.05, 0.12])
 
 
 # --------------------------------------------------------------------------- world model

@@ -60,7 +60,8 @@ class StageLoss(nn.Module):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         m, terms = self.model, self.spec.losses
-        x = m.ego_features(batch.ego_frames) if batch.ego_frames is not None else None  # (Be, N, Dv)
+        ego_tower = m.exo_features if self.spec.shared_tower else m.ego_features
+        x = ego_tower(batch.ego_frames) if batch.ego_frames is not None else None  # (Be, N, Dv)
         y = None
         if batch.exo_frames is not None:
             frozen = "exo_encoder" not in self.spec.trainable
@@ -73,7 +74,8 @@ class StageLoss(nn.Module):
             if batch.ego_rows != batch.exo_rows:
                 raise RuntimeError("KL / cycle terms need synchronized ego-exo pairs in every row")
             fx = m.F(x)
-            losses["kl"] = feature_kl(y, fx, self.cfg.kl_tau)
+            group = m.cfg.tokens_per_frame if self.cfg.kl_pool == "frame" else 1
+            losses["kl"] = feature_kl(y, fx, self.cfg.kl_tau, group)
             losses["cycle"] = cycle_consistency(x, m.G(fx), y, m.F(m.G(y)))
         weights = {"vtg": getattr(self.cfg, "vtg_weight", 1.0), "kl": getattr(self.cfg, "kl_weight", 1.0),
                    "cycle": getattr(self.cfg, "cycle_weight", 1.0)}
@@ -321,6 +323,8 @@ class StageTrainer:
         if self.dist.is_main:
             if self.spec.lora:
                 merge_lora(model)
+            if self.spec.shared_tower:
+                model.migrate_exo_to_ego()
             with atomic_dir(final, overwrite=True) as tmp:
                 model.save_pretrained(tmp, stage=self.stage, steps=self.progress.step, seed=self.ctx.cfg.run.seed)
                 self.ctx.tokenizer.save(tmp / "tokenizer.json")
