@@ -52,16 +52,10 @@ def load() -> list[float]:
 
 
 def bundle_for(preset: str, precision: str, seed: int, llm_layers: int | None, vision_layers: int | None) -> Path:
-    """The cached random-weight bundle, re-exported when it predates the decoder's logits_to_keep."""
-    from exo2ego_edge.bundle import LOGITS_TO_KEEP, load_manifest
+    """The cached random-weight bundle (rebuilt whenever the export code changed)."""
     from exo2ego_edge.export.random_bundle import build_random_bundle
 
-    kw = {"seed": seed, "llm_layers": llm_layers, "vision_layers": vision_layers}
-    bundle = build_random_bundle(preset, precision, **kw)
-    if LOGITS_TO_KEEP not in [t.name for t in load_manifest(bundle, verify=False).graphs["decoder"].inputs]:
-        log.info("cached %s bundle predates logits_to_keep; exporting it again", precision)
-        bundle = build_random_bundle(preset, precision, rebuild=True, **kw)
-    return bundle
+    return build_random_bundle(preset, precision, seed=seed, llm_layers=llm_layers, vision_layers=vision_layers)
 
 
 def hf_reference(cfg, seed: int, bundle: Path):

@@ -12,8 +12,9 @@ prompts tokenize to a realistic number of ids), then its vocabulary is padded wi
 ``<|reserved_N|>`` entries to exactly ``vocab_size`` ids. Token counts of a real Qwen2 tokenizer
 differ, which is why the benchmark fixes the prompt length in tokens, not in text.
 
-Built bundles are cached by (preset, precision, layers, seed, exo2ego-edge version): an
-edge-0.5b export takes minutes on a laptop CPU, a cache hit takes a checksum pass.
+Built bundles are cached by (preset, precision, layers, seed, a digest of the export code): an
+edge-0.5b export takes minutes on a laptop CPU, a cache hit takes a checksum pass, and any change
+to the exporter, the model or the bundle format makes a new key instead of a stale hit.
 """
 
 from __future__ import annotations
@@ -100,9 +101,17 @@ def random_student_checkpoint(cfg: ModelConfig, folder: str | Path, seed: int = 
     return folder
 
 
+def _export_code() -> bytes:
+    """The source a bundle's bytes depend on: the export package, the model and the bundle format."""
+    from exo2ego_edge import bundle, model
+
+    files = sorted(Path(__file__).resolve().parent.glob("*.py")) + [Path(bundle.__file__), Path(model.__file__)]
+    return b"".join(f.read_bytes() for f in files)
+
+
 def _cache_key(cfg: ModelConfig, precision: str, seed: int, options: dict) -> str:
     spec = json.dumps({"config": cfg.to_dict(), "options": options}, sort_keys=True, default=str)
-    digest = hashlib.sha256(spec.encode()).hexdigest()[:10]
+    digest = hashlib.sha256(spec.encode() + _export_code()).hexdigest()[:10]
     return f"{cfg.name}-L{cfg.llm.num_layers}-{precision}-s{seed}-v{__version__}-{digest}"
 
 

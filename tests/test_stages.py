@@ -167,3 +167,23 @@ def test_frame_cache_centre_frames_are_the_runtimes_pixels(tmp_path):
     for i, row in enumerate(rows):
         want = decode_clip(row["ego_video"], row["start"], row["end"], 2, 32)
         assert np.array_equal(store.get("s", "ego", [store.slot("s", "ego", i)])[0].numpy(), want), json.dumps(row)
+
+
+def test_balance_views_repeats_the_scarcer_view_to_the_larger_count():
+    from exo2ego_edge.train.stages import balance_views
+
+    exo = [Example("s", exo=i, vtg_view="exo", question="q", answer="a") for i in range(7)]
+    ego = [Example("s", ego=i, vtg_view="ego", question="q", answer="a") for i in range(3)]
+    out = balance_views(exo + ego)
+    assert sum(e.vtg_view == "exo" for e in out) == sum(e.vtg_view == "ego" for e in out) == 7
+    assert [e.ego for e in out if e.vtg_view == "ego"] == [0, 1, 2, 0, 1, 2, 0]  # whole copies first
+    assert balance_views(exo) == exo  # one view only: nothing to balance
+
+
+def test_overrides_read_exponent_floats_and_refuse_words():
+    # YAML 1.1 reads 5e-4 (no dot) as a string: a float key still takes it as a number
+    assert load_config("egosim-tiny-quick", ["stage3.lr=5e-4"]).stage3.lr == 5e-4
+    from exo2ego_edge.errors import UserError
+
+    with pytest.raises(UserError, match="stage3.lr"):
+        load_config("egosim-tiny-quick", ["stage3.lr=fast"])

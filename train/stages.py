@@ -82,6 +82,10 @@ class InitConfig(StageConfig):
     exo_text_sides: list[str] = field(default_factory=lambda: ["exo", "all"])
     ego_text_sides: list[str] = field(default_factory=lambda: ["ego", "all"])
     ego_instructions: bool = True  # also learn the instruction format on ego/all instructions
+    # Show the one shared tower both views equally often by repeating the scarcer view's rows
+    # (ego text is scarce by design): trained on 4x more exo rows, the tower gave ego frames
+    # features the LLM ignored (measured: one constant answer for every held-out ego clip).
+    balance_views: bool = True
 
 
 @dataclass
@@ -309,6 +313,11 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -430,7 +439,21 @@ def select_examples(stage: str, cfg: TrainConfig, sources, store) -> list:
                 if ok and row.get("question") and row.get("answer"):
                     out.append(Example(src.name, ego=store.slot(src.name, "ego", i), vtg_view="ego",
                                        question=row["question"], answer=row["answer"]))
+    if stage == "init" and sc.balance_views:
+        out = balance_views(out)
     if not out:
         raise UserError(f"{stage}: no training rows selected from {', '.join(str(s.path) for s in sources)} "
                         f"(split '{split}'; check data.* and {stage}.*text_sides)")
     return out
+
+
+def balance_views(examples: list) -> list:
+    """``examples`` with the scarcer view's rows repeated (whole copies, then a prefix) until
+    both views have as many rows as the larger one."""
+    ego = [e for e in examples if e.vtg_view == "ego"]
+    exo = [e for e in examples if e.vtg_view == "exo"]
+    small, large = sorted((ego, exo), key=len)
+    if not small:
+        return examples
+    repeats = -(-len(large) // len(small))
+    return large + (small * repeats)[: len(large)]

@@ -26,7 +26,8 @@ def train(config: str, stages: str | None, resume: bool, vision_tower: str | Non
 
     \b
     Stages (the Exo2Ego recipe):
-      init  from-scratch alignment on exo + ego clip text (only without --llm): all parts train
+      init  from-scratch alignment on exo + ego clip text (only without --llm): one vision tower
+            for both views, projector and LLM train; the tower then seeds both encoders
       1     demonstrator self-preparation: exo clip text, VTG; exo encoder + projector train
       2     demonstrator-learner guidance: ego-exo pairs, VTG + KL + cycle; ego encoder
             (migrated from exo), F, G train
