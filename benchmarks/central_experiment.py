@@ -103,18 +103,13 @@ def variants(s: Schedule) -> dict[str, Variant]:
 
 def prepare_data(world: Path, work: Path, takes: int, seed: int) -> tuple[list[str], Path]:
     """Simulated world (made if missing), its clips, and the EgoSim-Bench suite from val takes."""
-    from exo2ego_edge.train.clips import build_clips
+    from exo2ego_edge.train.clips import split_clip_files
     from exo2ego_edge.train.egosim_bench import write_suite
     from exo2ego_edge.train.simulator import synthesize_world
 
     if not (world / "simulator" / "take_records.jsonl").is_file():
         synthesize_world(world, takes=takes, seed=seed, size=64, val_frac=0.3, jobs=1, progress=False)
-    clips = []
-    for split in ("train", "val"):
-        path = work / "clips" / f"{split}.jsonl"
-        if not path.is_file():
-            build_clips(world, split, path, progress=False)
-        clips.append(str(path))
+    clips = split_clip_files(world, work / "clips")
     suite = work / "egosim_bench"
     if not (suite / "suite.json").is_file():
         write_suite(world, suite, seed=seed)

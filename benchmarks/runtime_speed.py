@@ -51,13 +51,6 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def bundle_for(preset: str, precision: str, seed: int, llm_layers: int | None, vision_layers: int | None) -> Path:
-    """The cached random-weight bundle (rebuilt whenever the export code changed)."""
-    from exo2ego_edge.export.random_bundle import build_random_bundle
-
-    return build_random_bundle(preset, precision, seed=seed, llm_layers=llm_layers, vision_layers=vision_layers)
-
-
 def hf_reference(cfg, seed: int, bundle: Path):
     """The student the random bundle was exported from, rebuilt from the same seed (and checked)."""
     import torch
@@ -103,13 +96,15 @@ def main() -> None:
 
     import torch
 
-    from exo2ego_edge.export.random_bundle import preset_config
+    from exo2ego_edge.export.random_bundle import build_random_bundle, preset_config
     from exo2ego_edge.runtime import Runtime
     from video_fixtures_path import write_test_mp4  # noqa: F401  (resolved below)
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    bundles = {p: bundle_for(args.preset, p, args.seed, args.llm_layers, args.vision_layers) for p in PRECISIONS}
+    # cached random-weight bundles, rebuilt whenever the export code changed
+    bundles = {p: build_random_bundle(args.preset, p, seed=args.seed, llm_layers=args.llm_layers,
+                                      vision_layers=args.vision_layers) for p in PRECISIONS}
     build_s = time.perf_counter() - t0
     cfg = preset_config(args.preset, args.llm_layers, args.vision_layers)
     runtimes = {p: Runtime.load(b, backend="ort", device="cpu", threads=args.threads) for p, b in bundles.items()}

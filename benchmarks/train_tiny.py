@@ -26,19 +26,13 @@ STAGES = ("init", "stage1", "stage2", "stage3")
 
 
 def prepare(work: Path, takes: int, size: int, seed: int) -> list[str]:
-    from exo2ego_edge.train.clips import build_clips
+    from exo2ego_edge.train.clips import split_clip_files
     from exo2ego_edge.train.simulator import synthesize_world
 
     world = work / "world"
     if not (world / "takes.json").is_file():
         synthesize_world(world, takes=takes, size=size, seed=seed, progress=True)
-    clips = []
-    for split in ("train", "val"):
-        path = work / "clips" / f"{split}.jsonl"
-        if not path.is_file():
-            build_clips(world, split, path, progress=False)
-        clips.append(str(path))
-    return clips
+    return split_clip_files(world, work / "clips")
 
 
 def main() -> None:

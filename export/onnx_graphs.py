@@ -361,6 +361,6 @@ def export_decoder(model: Exo2Ego, path: str | Path, opset: int = DEFAULT_OPSET,
     return io
 
 
-def embedding_table(model: Exo2Ego, dtype: str = "float32") -> np.ndarray:
-    """The LLM's input token-embedding table (V, D): the runtime gathers prompt rows from it."""
-    return model.llm.get_input_embeddings().weight.detach().to(torch.float32).numpy().astype(dtype)
+def embedding_table(model: Exo2Ego) -> np.ndarray:
+    """The LLM's input token-embedding table (V, D) in float32: the runtime gathers prompt rows from it."""
+    return model.llm.get_input_embeddings().weight.detach().to(torch.float32).numpy()

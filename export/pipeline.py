@@ -253,7 +253,8 @@ def write_embeddings_and_tokenizer(student: Student, out: Path, precision: str) 
     shutil.copyfile(student.folder / TOKENIZER_FILE, out / TOKENIZER_FILE)
     table = onnx_graphs.embedding_table(student.model)
     if precision in ("fp32", "fp16"):
-        table = table.astype("float32" if precision == "fp32" else "float16")
+        if precision == "fp16":
+            table = table.astype(np.float16)
         np.save(out / EMBEDDINGS_FILE, table)
         return TensorSpec(EMBEDDINGS_FILE, str(table.dtype), list(table.shape)), None
     scales = np.maximum(np.abs(table).max(axis=1), np.finfo(np.float32).tiny) / 127.0

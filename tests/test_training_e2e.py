@@ -12,15 +12,13 @@ pytestmark = pytest.mark.slow
 
 def test_simulated_world_to_student(tmp_path):
     from exo2ego_edge.model import load_student
-    from exo2ego_edge.train.clips import build_clips
+    from exo2ego_edge.train.clips import split_clip_files
     from exo2ego_edge.train.evaluation import DOING_QUESTION, answer_questions
     from exo2ego_edge.train.simulator import synthesize_world
 
     world = tmp_path / "world"
     synthesize_world(world, takes=4, size=32, val_frac=0.25, exo_text_frac=0.5, ego_text_frac=0.25)
-    clips = [str(tmp_path / "clips" / f"{s}.jsonl") for s in ("train", "val")]
-    for split, path in zip(("train", "val"), clips):
-        build_clips(world, split, path, progress=False)
+    clips = split_clip_files(world, tmp_path / "clips")
 
     cli = Path(sys.executable).with_name("exo2ego-edge")
     out = tmp_path / "run"

@@ -201,6 +201,18 @@ def build_clips(
     return report
 
 
+def split_clip_files(root: str | os.PathLike, out_dir: str | os.PathLike) -> list[str]:
+    """``out_dir/{train,val}.jsonl`` (instructions beside them), built from ``root`` unless they
+    already exist: what a training run's ``data.clips`` needs."""
+    paths = []
+    for split in ("train", "val"):
+        path = Path(out_dir) / f"{split}.jsonl"
+        if not path.is_file():
+            build_clips(root, split, path, progress=False)
+        paths.append(str(path))
+    return paths
+
+
 def _plan(
     root: Path,
     takes: dict[str, Take],
