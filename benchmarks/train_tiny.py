@@ -95,10 +95,11 @@ def render(r: dict) -> str:
         f"training alone {r['train_wall_s']:.0f} s.",
         "",
         "Held-out ego clips (val takes), question \"What am I doing?\", greedy answer; a verb counts in any "
-        "inflection. Chance = always answering the most frequent label of the scored clips.",
+        "inflection. Object: the noun (\"block\"); object phrase: the noun with its colour (\"blue block\"), "
+        "both as in the reference. Chance = always answering the most frequent label of the scored clips.",
         "",
-        "| stage | steps | train s | final loss | verb | object | both |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| stage | steps | train s | final loss | verb | object | verb + object | object phrase |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in r["stages"].items():
         e = s.get("eval", {})
@@ -106,11 +107,12 @@ def render(r: dict) -> str:
         loss = " / ".join(f"{k} {v:.3f}" for k, v in losses.items() if k != "loss") if len(losses) > 2 else \
             f"{losses.get('loss', float('nan')):.3f}"
         lines.append(f"| {name} ({s['title']}) | {s['steps']} | {s['train_seconds']:.0f} | {loss} | "
-                     f"{pct(e.get('verb_acc', 0))} | {pct(e.get('object_acc', 0))} | {pct(e.get('both_acc', 0))} |")
+                     f"{pct(e.get('verb_acc', 0))} | {pct(e.get('object_acc', 0))} | {pct(e.get('both_acc', 0))} | "
+                     f"{pct(e.get('phrase_acc', 0))} |")
     e = r["stages"]["stage3"].get("eval", {})
     lines += [
         f"| chance (majority label, n={e.get('n', 0)}) | | | | {pct(e.get('chance_verb', 0))} | "
-        f"{pct(e.get('chance_object', 0))} | {pct(e.get('chance_both', 0))} |",
+        f"{pct(e.get('chance_object', 0))} | {pct(e.get('chance_both', 0))} | {pct(e.get('chance_phrase', 0))} |",
         "",
         "Sample answers of the student (stage 3):",
         "",

@@ -1,10 +1,11 @@
-"""Stage 2's KL and cycle-consistency terms against values worked out by hand."""
+"""Stage 2's KL and cycle-consistency terms and init's caption-token loss, against values worked out by hand."""
 
 import math
 
 import pytest
 import torch
 
+from exo2ego_edge.train.caption_tags import CaptionTagHead, token_idf
 from exo2ego_edge.train.losses import cycle_consistency, feature_kl
 
 
@@ -72,3 +73,25 @@ def test_cycle_consistency_is_sum_of_two_mean_absolute_errors():
 def test_kl_rejects_mismatched_shapes():
     with pytest.raises(ValueError):
         feature_kl(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4))
+
+
+def test_caption_token_idf_by_hand():
+    # df over 3 captions: token 1 -> 1, token 2 -> 3 (every caption), token 3 -> 1; 0 and 4 unseen
+    idf = token_idf([[1, 2], [2, 3, 3], [2]], vocab_size=5)
+    torch.testing.assert_close(idf, torch.tensor([0.0, math.log(3), 0.0, math.log(3), 0.0]))
+
+
+def test_caption_tag_loss_by_hand():
+    idf = torch.tensor([0.0, math.log(3), 0.0, math.log(3), 0.0])
+    head = CaptionTagHead(width=2, idf=idf)
+    with torch.no_grad():  # logits = bias = [0, ln 2, 0, 0, 0]: softmax = [1, 2, 1, 1, 1] / 6
+        head.proj.weight.zero_()
+        head.proj.bias.copy_(torch.tensor([0.0, math.log(2), 0.0, 0.0, 0.0]))
+    # caption [1, 2]: token 2 is in every caption (idf 0), so the target is token 1 alone;
+    # caption [1, 3]: half on each.
+    torch.testing.assert_close(head.targets([[1, 2], [1, 3]]),
+                               torch.tensor([[0, 1.0, 0, 0, 0], [0, 0.5, 0, 0.5, 0]]))
+    first = -math.log(2 / 6)
+    second = -(0.5 * math.log(2 / 6) + 0.5 * math.log(1 / 6))
+    features = torch.randn(2, 4, 2)  # (B, N, Dv): ignored by a zero weight
+    assert head(features, [[1, 2], [1, 3]]).item() == pytest.approx((first + second) / 2, abs=1e-6)

@@ -1,5 +1,6 @@
 """Each stage trains exactly its parameter groups; migration copies; LoRA merge is lossless."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 
 from exo2ego_edge.model import Exo2Ego
 from exo2ego_edge.prompt import get_template, train_bpe
+from exo2ego_edge.train.caption_tags import token_idf
 from exo2ego_edge.train.data import Collator, Example, FrameStore
 from exo2ego_edge.train.stages import (
     GROUPS, SPECS, add_lora, apply_trainable, group_of, load_config, merge_lora,
@@ -34,9 +36,9 @@ def setup():
 def _examples(stage: str) -> list[Example]:
     q, a = "What am I doing?", "I am pushing the blue bowl."
     if stage == "init":  # a mixed batch: exo captions and ego captions / instructions
-        return [Example("s", exo=0, vtg_view="exo", question=q, answer=a),
+        return [Example("s", exo=0, vtg_view="exo", question=q, answer="The camera wearer picks up the red cup."),
                 Example("s", ego=1, vtg_view="ego", question=q, answer=a),
-                Example("s", ego=2, vtg_view="ego", question=q, answer=a)]
+                Example("s", ego=2, vtg_view="ego", question=q, answer="I am picking up the red cup.")]
     if stage == "stage1":
         return [Example("s", exo=i, vtg_view="exo", question=q, answer=a) for i in range(3)]
     if stage == "stage2":  # pairs, only some with text
@@ -77,9 +79,17 @@ def test_only_the_stage_groups_receive_gradients(setup, stage):
                 if "lora_B" in n:
                     p.normal_(0, 0.02)
     apply_trainable(model, spec)
-    losses = StageLoss(model, spec, cfg.stage(stage))(collate(_examples(stage)))
+    examples = _examples(stage)
+    idf = None
+    if "tags" in spec.losses:  # init's caption-token head, on the loss module (not the model)
+        idf = token_idf([collate.answer_ids(e.answer) for e in examples], mc.llm.vocab_size)
+    loss_module = StageLoss(model, spec, dataclasses.replace(cfg.stage(stage), tag_weight=1.0) if idf is not None
+                            else cfg.stage(stage), idf)
+    losses = loss_module(collate(examples))
     assert set(losses) == {"loss", *spec.losses}
     losses["loss"].backward()
+    if idf is not None:
+        assert loss_module.tags.proj.weight.grad.abs().sum() > 0
 
     got: dict[str, bool] = {}
     for name, p in model.named_parameters():

@@ -125,7 +125,7 @@ class Collator:
             vtg_rows=vtg_rows,
             vtg_views=[examples[i].vtg_view for i in vtg_rows],
             prompts=[self._prompt(examples[i].question) for i in vtg_rows],
-            answers=[self._answer(examples[i].answer) for i in vtg_rows],
+            answers=[self.answer_ids(examples[i].answer) for i in vtg_rows],
         )
 
     def _frames(self, examples: list[Example], rows: list[int], view: str,
@@ -146,7 +146,7 @@ class Collator:
             self._prompts[question] = self.tok.prompt_ids(self.system, question)
         return self._prompts[question]
 
-    def _answer(self, answer: str) -> list[int]:
+    def answer_ids(self, answer: str) -> list[int]:
         if answer not in self._answers:
             self._answers[answer] = self.tok.answer_ids(answer)
         return self._answers[answer]

@@ -1,7 +1,10 @@
 """Score greedy answers to "What am I doing?" on held-out ego clips: right verb, right object.
 
 A verb counts in any inflection ("pick up": picks up / picking up / picked up / pick up, the
-particle anywhere after the verb), an object in singular or plural. Chance is the majority-label
+particle anywhere after the verb), an object in singular or plural. The object is scored twice:
+its noun alone ("block"), and as the reference's phrase, the noun with the word that qualifies
+it ("blue block"): the noun says whether the model knows what kind of thing it is, the phrase
+whether it picked out the right one of several on the table. Chance is the majority-label
 baseline of the scored clips (always answer the most frequent verb / object / pair), the stronger
 of the usual two; the expected accuracy of guessing from the label distribution (sum of p^2) is
 reported beside it.
@@ -57,7 +60,18 @@ def verb_matches(answer: str, verb: str) -> bool:
 
 
 def object_matches(answer: str, obj: str) -> bool:
+    """Does ``answer`` name ``obj`` (a noun, or a phrase ending in one) in singular or plural?"""
     return re.search(rf"\b{re.escape(obj.lower())}(?:s|es)?\b", answer.lower()) is not None
+
+
+_DETERMINERS = {"the", "a", "an", "my", "this", "that", "some", "another"}
+
+
+def object_phrase(reference: str, obj: str) -> str:
+    """The reference's object noun with the word before it ("blue block"), or the bare noun
+    when a determiner precedes it ("the knife" -> "knife")."""
+    m = re.search(rf"\b(\w+)\s+{re.escape(obj.lower())}(?:s|es)?\b", reference.lower())
+    return f"{m.group(1)} {obj.lower()}" if m and m.group(1) not in _DETERMINERS else obj.lower()
 
 
 @dataclass
@@ -72,6 +86,9 @@ class EvalResult:
     random_verb: float  # expected accuracy of guessing from the label distribution
     random_object: float
     random_both: float
+    phrase_acc: float  # the object with its qualifier ("blue block"), see object_phrase
+    chance_phrase: float
+    random_phrase: float
     examples: list[dict] = field(default_factory=list)  # a few (question, answer, labels)
 
     def to_dict(self) -> dict:
@@ -79,8 +96,8 @@ class EvalResult:
 
     def summary(self) -> str:
         return (f"verb {self.verb_acc:.1%} (chance {self.chance_verb:.1%}), object {self.object_acc:.1%} "
-                f"(chance {self.chance_object:.1%}), both {self.both_acc:.1%} (chance {self.chance_both:.1%}) "
-                f"on {self.n} held-out ego clips")
+                f"(chance {self.chance_object:.1%}), both {self.both_acc:.1%} (chance {self.chance_both:.1%}), "
+                f"object phrase {self.phrase_acc:.1%} (chance {self.chance_phrase:.1%}) on {self.n} held-out ego clips")
 
 
 def select_doing_rows(rows: list[dict], split: str, limit: int, seed: int = 0) -> list[dict]:
@@ -130,13 +147,19 @@ def evaluate_doing(model, tokenizer, frames: torch.Tensor, rows: list[dict], bat
     verb_ok = [verb_matches(a, r["verb"]) for a, r in zip(answers, rows)]
     obj_ok = [object_matches(a, r["object"]) for a, r in zip(answers, rows)]
     both = [v and o for v, o in zip(verb_ok, obj_ok)]
+    phrases = [object_phrase(r["answer"], r["object"]) for r in rows]
+    # The answer's first mention of the noun must carry the reference's qualifier: "the red block
+    # on the blue block" does not name the blue block as the one being moved.
+    phrase_ok = [ok and object_phrase(a, r["object"]) == p for a, r, p, ok in zip(answers, rows, phrases, obj_ok)]
     cv, rv = chance_levels([r["verb"] for r in rows])
     co, ro = chance_levels([r["object"] for r in rows])
     cb, rb = chance_levels([(r["verb"], r["object"]) for r in rows])
+    cp, rp = chance_levels(phrases)
     n = max(len(rows), 1)
     return EvalResult(
         n=len(rows), verb_acc=sum(verb_ok) / n, object_acc=sum(obj_ok) / n, both_acc=sum(both) / n,
         chance_verb=cv, chance_object=co, chance_both=cb, random_verb=rv, random_object=ro, random_both=rb,
+        phrase_acc=sum(phrase_ok) / n, chance_phrase=cp, random_phrase=rp,
         examples=[{"answer": a, "verb": r["verb"], "object": r["object"], "reference": r["answer"]}
                   for a, r in list(zip(answers, rows))[:8]],
     )

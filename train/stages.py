@@ -8,7 +8,7 @@ A stage is fully described by three things, which is all the one trainer needs t
 
 | stage | data                                  | trains                                  | loss            |
 |-------|---------------------------------------|-----------------------------------------|-----------------|
-| init  | exo + ego clip text, ego instructions | one shared tower, projector, LLM        | VTG             |
+| init  | exo + ego clip text, ego instructions | one shared tower, projector, LLM        | VTG (+ tags)    |
 | 1     | exo clip text                         | exo encoder, projector                  | VTG             |
 | 2     | synchronized ego-exo pairs            | ego encoder, F, G (after migration)     | VTG + KL + cyc  |
 | 3     | ego instructions                      | ego encoder, F, LoRA on the LLM         | VTG             |
@@ -86,6 +86,9 @@ class InitConfig(StageConfig):
     # (ego text is scarce by design): trained on 4x more exo rows, the tower gave ego frames
     # features the LLM ignored (measured: one constant answer for every held-out ego clip).
     balance_views: bool = True
+    # Weight of the caption-token classification loss on the tower (train/caption_tags.py), the
+    # stand-in for a pretrained encoder's object knowledge; 0 turns it off.
+    tag_weight: float = 0.0
 
 
 @dataclass
@@ -349,14 +352,14 @@ class StageSpec:
     name: str
     title: str
     trainable: tuple[str, ...]  # parameter groups (see GROUPS)
-    losses: tuple[str, ...]  # "vtg", "kl", "cycle"
+    losses: tuple[str, ...]  # "vtg", "kl", "cycle", "tags"
     migrate: bool = False  # copy the exo encoder into the ego encoder before training
     shared_tower: bool = False  # ego frames also go through the exo encoder; copied to ego at the end
     lora: bool = False  # train the LLM through LoRA adapters, merged at the end
 
 
 SPECS: dict[str, StageSpec] = {
-    "init": StageSpec("init", "from-scratch alignment", ("exo_encoder", "projector", "llm"), ("vtg",),
+    "init": StageSpec("init", "from-scratch alignment", ("exo_encoder", "projector", "llm"), ("vtg", "tags"),
                       shared_tower=True),
     "stage1": StageSpec("stage1", "demonstrator self-preparation", ("exo_encoder", "projector"), ("vtg",)),
     "stage2": StageSpec("stage2", "demonstrator-learner guidance", ("ego_encoder", "F", "G"),

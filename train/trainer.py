@@ -35,6 +35,7 @@ from exo2ego_edge.model import Exo2Ego
 from exo2ego_edge.prompt import TextTokenizer, get_template, train_bpe
 from exo2ego_edge.train import checkpoint as ckpt
 from exo2ego_edge.train import distributed as dist_
+from exo2ego_edge.train.caption_tags import CaptionTagHead, token_idf
 from exo2ego_edge.train.data import (
     Batch, BatchStream, Collator, FrameStore, Source, build_frame_store, load_sources,
 )
@@ -54,9 +55,11 @@ StepHook = Callable[["StageTrainer"], None]  # called after each optimizer step 
 class StageLoss(nn.Module):
     """Batch -> named losses for one stage. A module so DDP / FSDP can wrap the whole step."""
 
-    def __init__(self, model: Exo2Ego, spec: StageSpec, cfg):
+    def __init__(self, model: Exo2Ego, spec: StageSpec, cfg, tag_idf: torch.Tensor | None = None):
         super().__init__()
         self.model, self.spec, self.cfg = model, spec, cfg
+        # init's caption-token head (train/caption_tags.py); given when the stage uses it.
+        self.tags = CaptionTagHead(model.cfg.vision.hidden_size, tag_idf) if tag_idf is not None else None
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         m, terms = self.model, self.spec.losses
@@ -70,6 +73,8 @@ class StageLoss(nn.Module):
         losses: dict[str, torch.Tensor] = {}
         if "vtg" in terms:
             losses["vtg"] = self._vtg(batch, x, y)
+        if self.tags is not None and batch.vtg_rows:
+            losses["tags"] = self.tags(self._per_vtg_row(batch, x, y), batch.answers)
         if "kl" in terms or "cycle" in terms:
             if batch.ego_rows != batch.exo_rows:
                 raise RuntimeError("KL / cycle terms need synchronized ego-exo pairs in every row")
@@ -78,7 +83,7 @@ class StageLoss(nn.Module):
             losses["kl"] = feature_kl(y, fx, self.cfg.kl_tau, group)
             losses["cycle"] = cycle_consistency(x, m.G(fx), y, m.F(m.G(y)))
         weights = {"vtg": getattr(self.cfg, "vtg_weight", 1.0), "kl": getattr(self.cfg, "kl_weight", 1.0),
-                   "cycle": getattr(self.cfg, "cycle_weight", 1.0)}
+                   "cycle": getattr(self.cfg, "cycle_weight", 1.0), "tags": getattr(self.cfg, "tag_weight", 0.0)}
         losses["loss"] = sum(weights[k] * v for k, v in losses.items())
         return losses
 
@@ -91,13 +96,16 @@ class StageLoss(nn.Module):
             return ref.sum() * 0.0
         ego_tokens = m.ego_visual_tokens(x) if x is not None and "ego" in batch.vtg_views else None
         exo_tokens = m.exo_visual_tokens(y) if y is not None and "exo" in batch.vtg_views else None
+        visual = self._per_vtg_row(batch, ego_tokens, exo_tokens)  # (Bv, N, D)
+        return m.vtg_loss(visual, batch.prompts, batch.answers)
+
+    @staticmethod
+    def _per_vtg_row(batch: Batch, ego: torch.Tensor | None, exo: torch.Tensor | None) -> torch.Tensor:
+        """Stack, in VTG-row order, each text row's tensor from the view its text is about."""
         ego_pos = {r: i for i, r in enumerate(batch.ego_rows)}
         exo_pos = {r: i for i, r in enumerate(batch.exo_rows)}
-        visual = torch.stack([
-            ego_tokens[ego_pos[r]] if view == "ego" else exo_tokens[exo_pos[r]]
-            for r, view in zip(batch.vtg_rows, batch.vtg_views)
-        ])  # (Bv, N, D)
-        return m.vtg_loss(visual, batch.prompts, batch.answers)
+        return torch.stack([ego[ego_pos[r]] if view == "ego" else exo[exo_pos[r]]
+                            for r, view in zip(batch.vtg_rows, batch.vtg_views)])
 
 
 # --- run-wide context -------------------------------------------------------------------------
@@ -156,8 +164,12 @@ class StageTrainer:
         if run.gradient_checkpointing:
             self._enable_gradient_checkpointing(model)
         self.model = model.to(dist.device).train()
-        no_decay = {n for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2}
-        self.loss_module = StageLoss(model, self.spec, self.scfg)
+        self.examples = select_examples(self.stage, self.ctx.cfg, self.ctx.sources, self.ctx.store)
+        self.collate = Collator(self.ctx.store, self.ctx.tokenizer, model.cfg.system_prompt,
+                                shift=self.ctx.cfg.data.shift_pixels)
+        self.loss_module = StageLoss(model, self.spec, self.scfg, self._tag_idf(model)).to(dist.device)
+        no_decay = {self._clean_name(n) for n, p in self.loss_module.named_parameters()
+                    if p.requires_grad and p.ndim < 2}
         self.wrapped = dist_.wrap(self.loss_module, dist, run.fsdp, find_unused=self.stage == "init")
         params = [(self._clean_name(n), p) for n, p in self.wrapped.named_parameters() if p.requires_grad]
         if not params:
@@ -184,9 +196,6 @@ class StageTrainer:
             log.warning("run.precision=%s applies on CUDA only; training in fp32 on CPU", run.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
 
-        self.examples = select_examples(self.stage, self.ctx.cfg, self.ctx.sources, self.ctx.store)
-        self.collate = Collator(self.ctx.store, self.ctx.tokenizer, model.cfg.system_prompt,
-                                shift=self.ctx.cfg.data.shift_pixels)
         self.stream = BatchStream(len(self.examples), self.scfg.batch_size,
                                   run.seed * 1000 + STAGE_ORDER.index(self.stage), dist.rank, dist.world)
         self.progress = ckpt.TrainingProgress(
@@ -197,6 +206,13 @@ class StageTrainer:
         trainable = sum(p.numel() for p in self.params)
         log.info("%s (%s): %d examples, %d steps, %s trainable parameters in %s", self.stage, self.spec.title,
                  len(self.examples), self.scfg.steps, f"{trainable:,}", ", ".join(self.spec.trainable))
+
+    def _tag_idf(self, model: Exo2Ego) -> torch.Tensor | None:
+        """IDF of the stage's caption tokens when it trains the caption-token head, else None."""
+        if "tags" not in self.spec.losses or getattr(self.scfg, "tag_weight", 0.0) <= 0:
+            return None
+        captions = [self.collate.answer_ids(e.answer) for e in self.examples if e.answer]
+        return token_idf(captions, model.cfg.llm.vocab_size)
 
     @staticmethod
     def _clean_name(name: str) -> str:

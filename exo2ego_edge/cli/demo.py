@@ -115,7 +115,8 @@ def _evaluate(p: DemoPaths, student: Path) -> str:
     result = evaluate_doing(model, tokenizer, torch.from_numpy(frames), rows)
     click.echo(f"    '{DOING}' on {result.n} held-out ego clips: verb {result.verb_acc:.0%} "
                f"(chance {result.chance_verb:.0%}), object {result.object_acc:.0%} "
-               f"(chance {result.chance_object:.0%}), both {result.both_acc:.0%} (chance {result.chance_both:.0%})")
+               f"(chance {result.chance_object:.0%}), both {result.both_acc:.0%} (chance {result.chance_both:.0%}), "
+               f"object with its colour {result.phrase_acc:.0%} (chance {result.chance_phrase:.0%})")
     return "printed above"
 
 

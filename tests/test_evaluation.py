@@ -1,0 +1,38 @@
+"""Scoring "What am I doing?" answers: verb inflections, object nouns and phrases, chance levels."""
+
+import pytest
+
+from exo2ego_edge.train.evaluation import chance_levels, object_matches, object_phrase, verb_matches
+
+
+@pytest.mark.parametrize("answer", ["I am picking up the cup.", "She picks the cup up.", "I picked up a cup.",
+                                    "pick up the cup"])
+def test_verb_with_particle_in_any_inflection(answer):
+    assert verb_matches(answer, "pick up")
+
+
+def test_verb_needs_its_particle_after_it():
+    assert not verb_matches("I am picking the cup.", "pick up")
+    assert not verb_matches("Up, I am picking the cup.", "pick up")
+    assert verb_matches("I am putting the cup in the box.", "put")
+    assert not verb_matches("I am pushing the cup.", "put")
+
+
+def test_object_noun_singular_or_plural_whole_word():
+    assert object_matches("I am stacking the blocks.", "block")
+    assert object_matches("I am opening the boxes.", "box")
+    assert not object_matches("I am holding the blockade.", "block")
+
+
+def test_object_phrase_is_the_noun_with_its_qualifier():
+    assert object_phrase("I am putting the blue block on the purple block.", "block") == "blue block"
+    assert object_phrase("I am cutting the knife.", "knife") == "knife"  # a determiner is no qualifier
+    assert object_phrase("I am opening the green box.", "box") == "green box"
+    assert object_matches("I am picking up the green boxes.", "green box")
+
+
+def test_chance_levels_majority_and_guessing():
+    top, guess = chance_levels(["a", "a", "a", "b"])
+    assert top == pytest.approx(0.75)
+    assert guess == pytest.approx(0.75**2 + 0.25**2)
+    assert chance_levels([]) == (0.0, 0.0)
