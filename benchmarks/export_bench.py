@@ -102,6 +102,8 @@ def bench_preset(preset: str, iters: int, warmup: int, threads: int, work: Path)
             t = time.perf_counter()
             r()
             times[k].append((time.perf_counter() - t) * 1e3)
+    profiles = {k: op_time_shares(files[k], {"frames": frames}, threads, work / f"{preset}-{k}")
+                for k in ("onnx_fp32", "onnx_int8_dynamic")}
     base = statistics.median(times["onnx_fp32"])
     rows = {}
     for k in runners:
@@ -115,7 +117,28 @@ def bench_preset(preset: str, iters: int, warmup: int, threads: int, work: Path)
             sum(p.numel() * 4 for p in [*model.ego_encoder.parameters(), *model.F.parameters(), *model.projector.parameters()]) / 1e6,
         }
     return {"preset": preset, "frames_per_call": n, "image_size": cfg.vision.image_size,
-            "tokens_per_frame": cfg.tokens_per_frame, "iters": iters, "variants": rows}
+            "tokens_per_frame": cfg.tokens_per_frame, "iters": iters, "variants": rows, "op_shares": profiles}
+
+
+def op_time_shares(path: Path, feeds: dict[str, np.ndarray], threads: int, prefix: Path, runs: int = 3) -> dict:
+    """Share of kernel time per op type over ``runs`` calls (ORT's profiler), and the ms per call:
+    where the time goes that quantization can and cannot speed up."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(prefix)
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        session.run(None, feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    by_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            by_op[e["args"]["op_name"]] = by_op.get(e["args"]["op_name"], 0.0) + e["dur"]
+    total = sum(by_op.values())
+    shares = {op: us / total for op, us in sorted(by_op.items(), key=lambda kv: -kv[1])}
+    return {"kernel_ms_per_call": total / runs / 1e3, "shares": shares}
 
 
 def full_bundle_sizes(work: Path) -> dict:
@@ -151,6 +174,11 @@ def markdown(report: dict) -> str:
         for k, v in res["variants"].items():
             lines.append(f"| {k} | {v['p50_ms']:.2f} | {v['p90_ms']:.2f} | {v['p99_ms']:.2f} | {v['frames_per_s']:.1f} | "
                          f"{v['throughput_vs_onnx_fp32']:.2f} | {v['cosine_vs_torch']:.5f} | {v['size_mb']:.2f} |")
+        lines += ["", "Where the kernel time goes (ORT profiler, 3 calls; op types over 2% of a variant's time):", "",
+                  "| variant | kernel ms / call | op-type shares |", "|---|---:|---|"]
+        for k, prof in res["op_shares"].items():
+            top = ", ".join(f"{op} {share:.0%}" for op, share in prof["shares"].items() if share >= 0.02)
+            lines.append(f"| {k} | {prof['kernel_ms_per_call']:.1f} | {top} |")
         lines.append("")
     if report.get("bundle_sizes"):
         lines += ["## egosim-tiny full bundle bytes (the shipped trained student)", "", "| precision | total MB | ratio to FP32 | files |", "|---|---:|---:|---|"]
