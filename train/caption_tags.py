@@ -20,23 +20,25 @@ The head lives on the stage's loss module, not on the model: it trains with the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 import torch.nn.functional as F_
 from torch import nn
 
 
-def token_idf(captions: Iterable[list[int]], vocab_size: int) -> torch.Tensor:
+def multi_hot(captions: list[list[int]], vocab_size: int, device: torch.device | None = None) -> torch.Tensor:
+    """(len(captions), vocab_size): 1 where a caption contains the token id, else 0."""
+    hot = torch.zeros(len(captions), vocab_size, device=device)
+    for row, ids in enumerate(captions):
+        hot[row, torch.tensor(ids, dtype=torch.long, device=device)] = 1.0
+    return hot
+
+
+def token_idf(captions: list[list[int]], vocab_size: int) -> torch.Tensor:
     """log(N / df) per token id over ``captions`` (token id lists); 0 for unseen tokens."""
-    df = torch.zeros(vocab_size)
-    n = 0
-    for ids in captions:
-        df[torch.tensor(sorted(set(ids)), dtype=torch.long)] += 1
-        n += 1
+    df = multi_hot(captions, vocab_size).sum(0)
     idf = torch.zeros(vocab_size)
     seen = df > 0
-    idf[seen] = torch.log(n / df[seen])
+    idf[seen] = torch.log(len(captions) / df[seen])
     return idf
 
 
@@ -50,14 +52,10 @@ class CaptionTagHead(nn.Module):
 
     def targets(self, captions: list[list[int]]) -> torch.Tensor:
         """(B, V): each caption's tokens weighted by IDF, rows summing to 1 (or all 0)."""
-        hot = torch.zeros(len(captions), self.idf.numel(), device=self.idf.device)
-        for row, ids in enumerate(captions):
-            hot[row, torch.tensor(ids, dtype=torch.long, device=hot.device)] = 1.0
-        weighted = hot * self.idf
+        weighted = multi_hot(captions, self.idf.numel(), self.idf.device) * self.idf
         return weighted / weighted.sum(-1, keepdim=True).clamp(min=1e-12)
 
     def forward(self, features: torch.Tensor, captions: list[list[int]]) -> torch.Tensor:
         logits = self.proj(features.mean(1))  # mean over every frame's tokens
         target = self.targets(captions)
         return -(target * F_.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
-
