@@ -53,13 +53,16 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def provenance(checkpoint: Path, opset: int, exporter: str, options: dict[str, Any]) -> dict[str, Any]:
+def provenance(checkpoint: Path, opset: int, exporter: str, options: dict[str, Any],
+               ort_optimization: str | None = None) -> dict[str, Any]:
+    """``ort_optimization``: the ONNX Runtime level the graphs were saved at (None: as exported)."""
     return {
         "checkpoint": str(checkpoint.resolve()),
         "checkpoint_sha256": checkpoint_hash(checkpoint),
         "exporter": f"exo2ego-edge {__version__}",
         "onnx_exporter": f"torch.onnx ({exporter})",
         "opset": opset,
+        "ort_graph_optimization": ort_optimization,
         "libraries": library_versions(),
         "options": options,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -75,8 +75,10 @@ def format_manifest(folder: str | Path) -> str:
     pv = m.provenance
     if pv:
         libs = ", ".join(f"{k} {v}" for k, v in pv.get("libraries", {}).items())
+        level = pv.get("ort_graph_optimization")
         lines += [
             f"exporter   {pv.get('exporter')} via {pv.get('onnx_exporter')}, opset {pv.get('opset')}, {pv.get('created')}",
+            "graphs     " + (f"ONNX Runtime-optimized for CPU ({level} level)" if level else "as exported"),
             f"checkpoint {pv.get('checkpoint')} (sha256 {str(pv.get('checkpoint_sha256'))[:16]}...)",
             f"libraries  {libs}",
         ]

@@ -34,7 +34,7 @@ import numpy as np
 from exo2ego_edge.atomic import atomic_dir
 from exo2ego_edge.bundle import LOGITS_TO_KEEP, GraphSpec, Manifest, TensorSpec, write_manifest
 from exo2ego_edge.errors import UserError
-from exo2ego_edge.export import onnx_graphs, quantize
+from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
 from exo2ego_edge.export.bundle_writer import make_manifest, provenance
 from exo2ego_edge.export.clip_frames import load_clips, random_clips
 from exo2ego_edge.export.onnx_graphs import GraphIO
@@ -240,9 +240,17 @@ def make_precision_graphs(
                 else:
                     quantize.quantize_dynamic_int8(src, tmp)
             save_onnx(onnx.load(str(tmp)), dst)
+        if cpu_optimized(opts):
+            ort_offline.optimize_for_cpu(dst)
         io_spec = (onnx_graphs.vision_io if name == "vision" else onnx_graphs.decoder_io)(cfg, float_dtype)
         specs[name] = GraphSpec(file=file, precision=precision, inputs=io_spec.inputs, outputs=io_spec.outputs, opset=opts.opset)
     return specs
+
+
+def cpu_optimized(opts: ExportOptions) -> bool:
+    """Whether the graphs are saved ORT-optimized (export/ort_offline.py): the CPU target, except
+    float16, where the CPU provider would bake in a float32 cast around every op it lacks."""
+    return opts.target == "cpu" and opts.precision != "fp16"
 
 
 def write_embeddings_and_tokenizer(student: Student, out: Path, precision: str) -> tuple[TensorSpec, TensorSpec | None]:
@@ -344,7 +352,8 @@ def export_bundle(
         option_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
         manifest = make_manifest(
             tmp, cfg, student.tokenizer, graphs, embeddings, TOKENIZER_FILE, max_seq, max_frames,
-            provenance(checkpoint, opts.opset, opts.exporter, option_record), engines,
+            provenance(checkpoint, opts.opset, opts.exporter, option_record,
+                       ort_offline.LEVEL if cpu_optimized(opts) else None), engines,
             embedding_scales=embedding_scales,
         )
         write_manifest(tmp, manifest)

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 _DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2,
                 17: 1, 18: 1, 19: 1, 20: 1, 21: 0.5, 22: 0.5}
 # Ops whose FLOPs we count: they are >99% of a transformer's arithmetic.
-_MATMUL_OPS = {"MatMul", "MatMulInteger", "FusedMatMul", "MatMulNBits", "QLinearMatMul", "DynamicQuantizeMatMul"}
+_MATMUL_OPS = {"MatMul", "MatMulInteger", "FusedMatMul", "MatMulNBits", "QLinearMatMul", "DynamicQuantizeMatMul",
+               "MatMulIntegerToFloat"}
 
 
 # --- machine ceilings ----------------------------------------------------------------------------
@@ -247,7 +248,7 @@ def analyze_graph(path: str | Path, input_shapes: dict[str, list[int]] | None = 
     unresolved: list[str] = []
     if count_flops and input_shapes is not None:
         shapes = _infer_shapes(model, path, input_shapes)
-        shapes.update(init_dims)
+        shapes.dims.update(init_dims)
         for node in graph.node:
             f = _node_flops(node, shapes)
             if f is None:
@@ -291,8 +292,27 @@ def _weight_through_cast(graph, name: str, init_dims: dict[str, list[int]]) -> i
     return 0
 
 
-def _infer_shapes(model, path: Path, input_shapes: dict[str, list[int]]) -> dict[str, list[int]]:
-    """Concrete shapes of every tensor once the graph inputs are pinned to ``input_shapes``."""
+class _Shapes:
+    """Inferred tensor shapes; a symbolic dim left by inference counts once it is bound."""
+
+    def __init__(self, dims: dict[str, list[int | str | None]]):
+        self.dims, self.bound = dims, {}
+
+    def get(self, name: str) -> list[int] | None:
+        """The concrete shape, or None while any dim is unknown."""
+        dims = [self.bound.get(d, d) if isinstance(d, str) else d for d in self.dims.get(name, [None])]
+        return dims if all(isinstance(d, int) for d in dims) else None
+
+    def bind(self, name: str, concrete: list[int]) -> None:
+        """``name`` has shape ``concrete``: every other shape with the same symbols resolves too."""
+        for d, v in zip(self.dims.get(name, []), concrete):
+            if isinstance(d, str):
+                self.bound[d] = v
+        self.dims[name] = list(concrete)
+
+
+def _infer_shapes(model, path: Path, input_shapes: dict[str, list[int]]) -> _Shapes:
+    """Shapes of every tensor once the graph inputs are pinned to ``input_shapes``."""
     import onnx
 
     model = onnx.ModelProto.FromString(model.SerializeToString())  # do not mutate the caller's copy
@@ -313,18 +333,39 @@ def _infer_shapes(model, path: Path, input_shapes: dict[str, list[int]]) -> dict
         log.debug("symbolic shape inference failed (%s); using onnx.shape_inference", e)
     if inferred is None:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    shapes: dict[str, list[int]] = {}
+    shapes: dict[str, list[int | str | None]] = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         dims = vi.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
-            shapes[vi.name] = [d.dim_value for d in dims]
-    return shapes
+        if dims:
+            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
+    return _Shapes(shapes)
 
 
-def _node_flops(node, shapes: dict[str, list[int]]) -> int | None:
-    """2 x multiply-adds of one node; 0 for ops we do not count; None when shapes are missing."""
+def _matmul_output(node, shapes: _Shapes) -> list[int] | None:
+    """A MatMul-like node's output shape from its inputs'. ORT's symbolic inference leaves the rows
+    of a FusedMatMul symbolic and has no rule for the fused INT8 ops (DynamicQuantizeMatMul,
+    MatMulIntegerToFloat) that a saved ORT-optimized graph contains."""
+    a = shapes.get(node.input[0])
+    if node.op_type == "MatMulNBits":
+        return None if a is None else [*a[:-1], _attr(node, "N", 0)]
+    b = shapes.get(node.input[3 if node.op_type == "QLinearMatMul" else 1])
+    if a is None or b is None or len(a) < 2 or len(b) < 2:
+        return None
+    rows = a[-1] if _attr(node, "transA", 0) else a[-2]
+    cols = b[-2] if _attr(node, "transB", 0) else b[-1]
+    return [*np.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2])), rows, cols]
+
+
+def _node_flops(node, shapes: _Shapes) -> int | None:
+    """2 x multiply-adds of one node; 0 for ops we do not count; None when shapes are missing.
+    Nodes come in graph (topological) order: a MatMul output shape worked out here binds its
+    symbolic dims for the nodes after it."""
     op = node.op_type
     out = shapes.get(node.output[0]) if node.output else None
+    if out is None and op in _MATMUL_OPS:
+        out = _matmul_output(node, shapes)
+        if out is not None:
+            shapes.bind(node.output[0], out)
     if op in _MATMUL_OPS:
         a = shapes.get(node.input[0])
         k = _attr(node, "K", None) if op == "MatMulNBits" else (a[-1] if a else None)
@@ -358,7 +399,7 @@ def dominant_matmul_op(cost: GraphCost) -> tuple[str, str]:
     ranked = sorted(cost.flops_by_op.items(), key=lambda kv: -kv[1])
     ops = [op for op, _ in ranked] or [op for op in ("MatMulNBits", "MatMulInteger", "MatMul") if op in cost.op_counts]
     op = ops[0] if ops else "MatMul"
-    if op in ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul"):
+    if op in ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"):
         return "MatMulInteger", "int8"
     if op == "MatMulNBits":
         return "MatMulNBits", "nbits"

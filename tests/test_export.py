@@ -20,7 +20,7 @@ from video_fixtures import write_test_mp4
 from exo2ego_edge.bundle import MANIFEST, BundleError, load_manifest
 from exo2ego_edge.cli import cli
 from exo2ego_edge.errors import UserError
-from exo2ego_edge.export import onnx_graphs, quantize
+from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
 from exo2ego_edge.export.fixtures import CAPTIONS, QUESTION, clip_frames_for, make_tiny_student
 from exo2ego_edge.export.clip_frames import load_clips
 from exo2ego_edge.export.parity import ParityThresholds
@@ -148,10 +148,12 @@ def test_attention_reads_the_kv_cache_without_repeating_it(fp32_bundle):
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     assert not [n.name for n in graph.node if n.op_type == "Expand" and "self_attn" in n.name]
-    for present in onnx_graphs.present_names(2):  # K (through its transpose) and V go straight into MatMuls
+    # K (through its transpose, which the CPU bundle's saved ORT fusions fold in) and V go straight
+    # into MatMuls
+    for present in onnx_graphs.present_names(2):
         ops = [n for n in consumers[present] if n.op_type != "Shape"]
         ops = [c for n in ops for c in (consumers[n.output[0]] if n.op_type == "Transpose" else [n])]
-        assert ops and all(n.op_type == "MatMul" for n in ops), (present, [n.op_type for n in ops])
+        assert ops and all(n.op_type in ("MatMul", "FusedMatMul") for n in ops), (present, [n.op_type for n in ops])
 
 
 def test_tensorrt_copy_of_the_decoder_keeps_one_row(fp32_bundle, checkpoint, tmp_path):
@@ -184,7 +186,7 @@ def test_int8_cpu_keeps_parity_and_shrinks(int8_bundle, fp32_bundle):
     assert m.parity["visual_cosine_mean"] >= 0.99 and m.parity["token_agreement"] >= 0.9
     ops_v = quantize.count_ops(onnx.load(str(int8_bundle / "vision.onnx")))
     ops_d = quantize.count_ops(onnx.load(str(int8_bundle / "decoder.onnx")))
-    assert ops_v.get("MatMulInteger", 0) > 0 and ops_d.get("MatMulNBits", 0) > 0
+    assert ops_v.get("DynamicQuantizeMatMul", 0) > 0 and ops_d.get("MatMulNBits", 0) > 0  # ORT-fused at export
     # the patch embedding is a weight-only INT8 MatMul: no float Conv weights are left behind
     assert "Conv" not in ops_v and ops_v.get("MatMulNBits") == 1
     size = lambda b: sum(p.stat().st_size for p in b.iterdir())  # noqa: E731
@@ -306,3 +308,27 @@ def test_max_frames_below_the_clip_length_is_refused(checkpoint, tmp_path):
     with pytest.raises(UserError, match="--max-frames 1 is below the model's 2 frames per clip"):
         export_bundle(checkpoint, tmp_path / "x", max_frames=1)
     assert not (tmp_path / "x").exists()
+
+
+def test_cpu_graphs_are_saved_ort_fused_with_the_same_outputs(work, checkpoint, fp32_bundle):
+    import onnxruntime as ort
+
+    assert load_manifest(fp32_bundle).provenance["ort_graph_optimization"] == ort_offline.LEVEL
+    model = load_student(checkpoint).model
+    folder = work / "offline"
+    folder.mkdir()
+    path = folder / "vision.onnx"
+    onnx_graphs.export_vision(model, path)
+    # the >2 GiB path: weights in one .data file beside the graph, which must stay there
+    onnx.save(onnx.load(str(path)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="vision.onnx.data", size_threshold=1024)
+    frames = {"frames": clip_frames_for(3, model.cfg.num_frames, model.cfg.vision.image_size)}
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, frames)[0]
+    nodes_before = len(onnx.load(str(path), load_external_data=False).graph.node)
+    ort_offline.optimize_for_cpu(path)
+    saved = onnx.load(str(path), load_external_data=False)
+    assert len(saved.graph.node) < nodes_before
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in saved.graph.initializer)
+    assert sorted(p.name for p in folder.iterdir()) == ["vision.onnx", "vision.onnx.data"]
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, frames)[0]
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)

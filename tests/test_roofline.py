@@ -52,6 +52,31 @@ def test_flops_and_bytes_of_conv_matmul_gemm(tmp_path):
     assert roofline.analyze_graph(path, {"x": [2 * n, 3, 16, 16]}).flops == 2 * cost.flops
 
 
+def test_fused_ops_of_an_ort_optimized_graph_are_counted(tmp_path):
+    # attention scores through FusedMatMul (K transposed in), Softmax, then MatMul with V, then a
+    # DynamicQuantizeMatMul projection: ORT's symbolic inference leaves the first output's rows
+    # symbolic (and so the later shapes) and has no rule for the INT8 op.
+    b, h, s, d, out = 2, 3, 5, 4, 6
+    wq = numpy_helper.from_array(np.zeros((h * d, out), np.int8), "w")
+    nodes = [
+        helper.make_node("FusedMatMul", ["q", "k"], ["scores"], domain="com.microsoft", alpha=0.5, transB=1),
+        helper.make_node("Softmax", ["scores"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["ctx"]),
+        helper.make_node("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["ctx_t", "shape"], ["flat"]),
+        helper.make_node("DynamicQuantizeMatMul", ["flat", "w", "ws"], ["y"], domain="com.microsoft"),
+    ]
+    inits = [wq, numpy_helper.from_array(np.ones(1, np.float32), "ws"),
+             numpy_helper.from_array(np.array([0, 0, h * d], np.int64), "shape")]
+    qkv = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["b", h, "s", d]) for n in ("q", "k", "v")]
+    path = _graph(tmp_path, nodes, qkv, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    cost = roofline.analyze_graph(path, {n: [b, h, s, d] for n in ("q", "k", "v")})
+    attention = 2 * (b * h * s * s) * d
+    assert cost.flops_by_op == {"FusedMatMul": attention, "MatMul": attention,
+                                "DynamicQuantizeMatMul": 2 * (b * s * out) * h * d}
+    assert cost.unresolved_nodes == []
+
+
 def test_matmul_nbits_counts_its_attributes_and_packed_bytes(tmp_path):
     k, n, block = 64, 16, 32
     packed = numpy_helper.from_array(np.zeros((n, k // block, block // 2), np.uint8), "b")
