@@ -6,6 +6,7 @@ RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR and we pick gloo on CPU and nccl on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -98,21 +99,35 @@ def wrap(module: nn.Module, info: DistInfo, fsdp: bool, find_unused: bool) -> nn
 
 
 def _wrap_fsdp(module: nn.Module, info: DistInfo) -> nn.Module:
-    """Shard every transformer block (vision and LLM) with FSDP; the rest is one root unit."""
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+    """Shard every transformer block (vision and LLM), then the rest as the root unit, with FSDP2
+    (``fully_shard``: per-parameter DTensor shards, so frozen and trainable parameters mix freely
+    in a unit, and it runs on CPU with gloo as well as on GPUs with NCCL)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
 
     if not torch.distributed.is_initialized():
         raise UserError("run.fsdp needs a process group: launch with torchrun")
-    block_types = {type(m) for m in module.modules() if _is_transformer_block(m)}
-    # use_orig_params: a stage freezes some parameters inside a wrapped unit (LoRA, frozen LLM).
-    return FSDP(
-        module,
-        auto_wrap_policy=ModuleWrapPolicy(block_types) if block_types else None,
-        device_id=info.device if info.device.type == "cuda" else None,
-        use_orig_params=True,
-        sync_module_states=True,
-    )
+    mesh = init_device_mesh(info.device.type, (info.world,))
+    for block in [m for m in module.modules() if _is_transformer_block(m)]:
+        fully_shard(block, mesh=mesh)
+    return fully_shard(module, mesh=mesh)
+
+
+@contextlib.contextmanager
+def gradient_sync(wrapped: nn.Module, enabled: bool):
+    """Accumulate gradients locally (``enabled`` False) until the last micro-batch of a step:
+    DDP's ``no_sync``; FSDP2's ``set_requires_gradient_sync``; nothing to do in a world of one."""
+    if not enabled and hasattr(wrapped, "no_sync"):
+        with wrapped.no_sync():
+            yield
+    elif not enabled and hasattr(wrapped, "set_requires_gradient_sync"):
+        wrapped.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            wrapped.set_requires_gradient_sync(True)
+    else:
+        yield
 
 
 def _is_transformer_block(m: nn.Module) -> bool:
@@ -121,7 +136,7 @@ def _is_transformer_block(m: nn.Module) -> bool:
 
 
 def unwrap(module: nn.Module) -> nn.Module:
-    """The loss module inside a DDP wrapper (FSDP keeps the original structure as .module)."""
+    """The loss module inside a DDP wrapper (FSDP2 shards in place: no wrapper)."""
     return getattr(module, "module", module)
 
 

@@ -161,7 +161,7 @@ class RunSettings:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     gradient_checkpointing: bool = False
-    fsdp: bool = False  # shard with torch.distributed.fsdp (models that do not fit one GPU)
+    fsdp: bool = False  # shard with FSDP2, torch.distributed.fsdp.fully_shard (models that do not fit one GPU)
     tokenizer_vocab_size: int = 512  # the byte-level BPE trained when no --llm is given
     eval_samples: int = 64  # held-out ego clips scored after each stage (0: no evaluation)
     progress_bar: bool = True

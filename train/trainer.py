@@ -63,13 +63,7 @@ class StageLoss(nn.Module):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         m, terms = self.model, self.spec.losses
-        ego_tower = m.exo_features if self.spec.shared_tower else m.ego_features
-        x = ego_tower(batch.ego_frames) if batch.ego_frames is not None else None  # (Be, N, Dv)
-        y = None
-        if batch.exo_frames is not None:
-            frozen = "exo_encoder" not in self.spec.trainable
-            with torch.no_grad() if frozen else contextlib.nullcontext():
-                y = m.exo_features(batch.exo_frames)  # (Bx, N, Dv)
+        x, y = self._shared_tower(batch) if self.spec.shared_tower else self._towers(batch)
         losses: dict[str, torch.Tensor] = {}
         if "vtg" in terms:
             losses["vtg"] = self._vtg(batch, x, y)
@@ -86,6 +80,29 @@ class StageLoss(nn.Module):
                    "cycle": getattr(self.cfg, "cycle_weight", 1.0), "tags": getattr(self.cfg, "tag_weight", 0.0)}
         losses["loss"] = sum(weights[k] * v for k, v in losses.items())
         return losses
+
+    def _towers(self, batch: Batch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Ego features x (Be, N, Dv) from the ego encoder, exo features y (Bx, N, Dv) from the exo
+        encoder (without gradients when the stage freezes it); None for a view the batch lacks."""
+        m = self.model
+        x = m.ego_features(batch.ego_frames) if batch.ego_frames is not None else None
+        y = None
+        if batch.exo_frames is not None:
+            frozen = "exo_encoder" not in self.spec.trainable
+            with torch.no_grad() if frozen else contextlib.nullcontext():
+                y = m.exo_features(batch.exo_frames)
+        return x, y
+
+    def _shared_tower(self, batch: Batch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """x and y from init's one tower in a single call over both views' frames, whatever the
+        batch's mix of views: FSDP gathers a unit's shards at every call, so every rank must make
+        the same calls."""
+        views = [f for f in (batch.ego_frames, batch.exo_frames) if f is not None]
+        features = self.model.exo_features(torch.cat(views))
+        n_ego = 0 if batch.ego_frames is None else len(batch.ego_frames)
+        x = features[:n_ego] if batch.ego_frames is not None else None
+        y = features[n_ego:] if batch.exo_frames is not None else None
+        return x, y
 
     def _vtg(self, batch: Batch, x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor:
         """Next-token loss on the text of the rows that have it, each seeing its own view."""
@@ -216,7 +233,7 @@ class StageTrainer:
 
     @staticmethod
     def _clean_name(name: str) -> str:
-        for prefix in ("module.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module."):
+        for prefix in ("module.", "_checkpoint_wrapped_module."):
             name = name.replace(prefix, "")
         return name.removeprefix("model.")
 
@@ -288,17 +305,16 @@ class StageTrainer:
                 aug = np.random.default_rng([run.seed, STAGE_ORDER.index(self.stage), self.progress.step,
                                              micro, dist.rank])
                 batch = self.collate([self.examples[i] for i in self.stream.next_indices()], aug)
-                sync = micro == accum - 1 or not hasattr(self.wrapped, "no_sync")
-                with contextlib.nullcontext() if sync else self.wrapped.no_sync():
+                with dist_.gradient_sync(self.wrapped, enabled=micro == accum - 1):
                     losses = self._loss_step(batch)
                     self.scaler.scale(losses["loss"] / accum).backward()
                 for k, v in losses.items():
                     sums[k] += float(v.detach()) / accum
             self.scaler.unscale_(self.optimizer)
-            if hasattr(self.wrapped, "clip_grad_norm_"):  # FSDP: the norm over all shards
-                grad_norm = self.wrapped.clip_grad_norm_(sc.max_grad_norm)
-            else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, sc.max_grad_norm)
+            # FSDP2: DTensor gradients, so the norm is over all shards (a DTensor itself)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, sc.max_grad_norm)
+            if hasattr(grad_norm, "full_tensor"):
+                grad_norm = grad_norm.full_tensor()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
