@@ -3,8 +3,7 @@
 The paper starts from a pretrained CLIP encoder that already tells objects apart; ``init`` trains
 its tower from scratch, and next-token loss alone taught it the verb but never the held object
 (measured on the tiny preset: held-out object accuracy at the random-guess level after every
-stage, while the same from-scratch tower trained directly on the object's kind named it 76% of
-the time). So ``init`` adds the objective of SuperClass (Huang et al., NeurIPS 2024, "Classification
+stage). So ``init`` adds the objective of SuperClass (Huang et al., NeurIPS 2024, "Classification
 Done Right for Vision-Language Pre-Training"): from the clip's pooled features, a linear head
 predicts which tokens its caption contains. Targets are the caption's token ids, each weighted by
 its inverse document frequency over the stage's captions (tokens in every caption, such as the
