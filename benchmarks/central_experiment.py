@@ -263,7 +263,7 @@ def quantization(best_student: Path, suite, frames, work: Path, results: Path = 
     lines += [""] + [f"{k} - bundle fp32 on the average: {g:+.2f} points (goal: within 1 point: "
                      f"{'met' if abs(g) <= 1.0 else 'NOT met'})." for k, g in gaps.items()]
     lines += [f"Bundle fp32 - PyTorch: {fp32 - rows['pytorch fp32'].average:+.2f} points.",
-              "The INT8 losses sit in the two ranking tasks (action recognition, text-to-clip), whose "
+              "The INT8 differences sit in the two ranking tasks (action recognition, text-to-clip), whose "
               "per-class APs move with small log-likelihood shifts; choice tasks are unchanged. One student "
               "and one question sample: treat differences under ~2 points per task as noise.",
               f"Wall time {time.perf_counter() - t0:.0f} s (exports included).", ""]
