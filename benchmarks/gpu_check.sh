@@ -10,7 +10,9 @@
 #    and the GPU's own ceilings (device-to-device copy bandwidth, fp16 GEMM) with the achieved
 #    fractions for decode (bandwidth) and vision (compute);
 # 3. the benchmark harness (exo2ego-edge bench) on a random-weight egosim-tiny INT8 bundle with
-#    whatever ONNX Runtime providers are installed (CPU only when onnxruntime-gpu is absent).
+#    whatever ONNX Runtime providers are installed (CPU only when onnxruntime-gpu is absent);
+# 4. training on the GPU through torchrun (one process, NCCL, bf16 autocast): the quick config's
+#    init, 2 and 3 plain and with FSDP2 (run.fsdp=true), and how far apart the two students are.
 #
 # The package need not be installed: the repo's layer folders (runtime/, export/, train/) are
 # mapped onto the exo2ego_edge package through a symlink shim on PYTHONPATH.
@@ -212,5 +214,37 @@ for r in report["results"]:
               f"vision p50 {r['stages_ms']['vision']['p50']:.2f} ms, ttft p50 {r['stages_ms']['ttft']['p50']:.1f} ms")
 PY
 rm -rf "$OUT/bundles"
+
+# --- 4. training: plain vs FSDP2 on the GPU -----------------------------------------------------------
+TRAIN="$(mktemp -d)"
+timeout 60 "$PY" - "$TRAIN" "$REPO/tests" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from train_fixtures import make_dataset  # real H.264 clips (PyAV)
+clips = make_dataset(Path(sys.argv[1]) / "data")
+open(Path(sys.argv[1]) / "clips.txt", "w").write(",".join(clips))
+open(Path(sys.argv[1]) / "train.py", "w").write("from exo2ego_edge.cli import main\nmain()\n")
+PY
+for mode in plain fsdp; do
+  extra=""; [ "$mode" = fsdp ] && extra="run.fsdp=true"
+  timeout 150 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 "$TRAIN/train.py" train \
+    --config egosim-tiny-quick --stages init,2,3 "data.clips=[$(cat "$TRAIN/clips.txt" 2>/dev/null)]" \
+    run.output_dir="$TRAIN/$mode" data.cache_dir="$TRAIN/cache" run.device="${E2E_TRAIN_DEVICE:-cuda}" \
+    run.precision="${E2E_TRAIN_PRECISION:-bf16}" $extra > "$OUT/train_$mode.log" 2>&1 \
+    && echo "training ($mode): ok" || echo "training ($mode): FAILED, see $OUT/train_$mode.log"
+done
+timeout 60 "$PY" - "$TRAIN" <<'PY'
+import json, os, sys
+from exo2ego_edge.model import load_student
+try:
+    a, b = (load_student(os.path.join(sys.argv[1], m, "student")).model.state_dict() for m in ("plain", "fsdp"))
+    diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    print(f"plain vs FSDP2 students: max |diff| {diff:.2e} over {len(a)} tensors")
+    json.dump({"max_abs_diff": diff, "tensors": len(a)}, open(os.path.join(os.environ["E2E_OUT"], "train_fsdp.json"), "w"))
+except Exception as e:  # noqa: BLE001 - a failed run was reported above
+    print(f"plain vs FSDP2 comparison skipped: {type(e).__name__}: {e}")
+PY
+rm -rf "$TRAIN"
 echo "== gpu_check finished in $(( $(date +%s) - START )) s; files:"
 ls -l "$OUT"
