@@ -128,10 +128,7 @@ def build_random_bundle(
     **export_options,
 ) -> Path:
     """A bundle of ``preset`` at ``precision`` with random weights (cached; see the module doc)."""
-    try:
-        from exo2ego_edge.export import export_bundle
-    except ImportError:  # the package's public re-export may not exist yet; the pipeline module does
-        from exo2ego_edge.export.pipeline import export_bundle
+    from exo2ego_edge.export import export_bundle
 
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
