@@ -46,6 +46,13 @@ def vision_model(preset: str) -> Exo2Ego:
     return Exo2Ego(cfg, student=True).eval()
 
 
+def cpu_session_options(threads: int) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return opts
+
+
 def percentiles(ms: list[float]) -> dict[str, float]:
     q = np.percentile(ms, [50, 90, 99])
     return {"p50_ms": float(q[0]), "p90_ms": float(q[1]), "p99_ms": float(q[2]), "mean_ms": statistics.fmean(ms)}
@@ -74,9 +81,7 @@ def bench_preset(preset: str, iters: int, warmup: int, threads: int, work: Path)
     files["onnx_int8_static_qop"] = work / f"{preset}-int8-static-qop.onnx"
     quantize.quantize_static_int8(pre, files["onnx_int8_static_qop"], calib, qdq=False, method="minmax")
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
+    opts = cpu_session_options(threads)
     # No spin-waiting: four sessions' idle spinning threads would otherwise steal the cores from
     # whichever variant (or torch) runs next in the round-robin and wreck every timing.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -134,9 +139,7 @@ def session_starts(files: dict[str, Path], work: Path, threads: int, reps: int) 
         shutil.copy(path, saved)
         ort_offline.optimize_for_cpu(saved)
         variants[k] = {"as exported": path, "ORT-optimized": saved}
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
+    opts = cpu_session_options(threads)
     times: dict[tuple[str, str], list[float]] = {(k, form): [] for k, forms in variants.items() for form in forms}
     for _ in range(reps):
         for k, form in times:
@@ -150,9 +153,7 @@ def session_starts(files: dict[str, Path], work: Path, threads: int, reps: int) 
 def op_time_shares(path: Path, feeds: dict[str, np.ndarray], threads: int, prefix: Path, runs: int = 3) -> dict:
     """Share of kernel time per op type over ``runs`` calls (ORT's profiler), and the ms per call:
     where the time goes that quantization can and cannot speed up."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
+    opts = cpu_session_options(threads)
     opts.enable_profiling = True
     opts.profile_file_prefix = str(prefix)
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

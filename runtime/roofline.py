@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 _DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2,
                 17: 1, 18: 1, 19: 1, 20: 1, 21: 0.5, 22: 0.5}
 # Ops whose FLOPs we count: they are >99% of a transformer's arithmetic.
-_MATMUL_OPS = {"MatMul", "MatMulInteger", "FusedMatMul", "MatMulNBits", "QLinearMatMul", "DynamicQuantizeMatMul",
-               "MatMulIntegerToFloat"}
+_INT8_MATMUL_OPS = {"MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+_MATMUL_OPS = {"MatMul", "FusedMatMul", "MatMulNBits", *_INT8_MATMUL_OPS}
 
 
 # --- machine ceilings ----------------------------------------------------------------------------
@@ -399,7 +399,7 @@ def dominant_matmul_op(cost: GraphCost) -> tuple[str, str]:
     ranked = sorted(cost.flops_by_op.items(), key=lambda kv: -kv[1])
     ops = [op for op, _ in ranked] or [op for op in ("MatMulNBits", "MatMulInteger", "MatMul") if op in cost.op_counts]
     op = ops[0] if ops else "MatMul"
-    if op in ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"):
+    if op in _INT8_MATMUL_OPS:
         return "MatMulInteger", "int8"
     if op == "MatMulNBits":
         return "MatMulNBits", "nbits"
