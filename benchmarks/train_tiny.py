@@ -44,12 +44,15 @@ def main() -> None:
     ap.add_argument("--config", default="egosim-tiny")
     ap.add_argument("--clips", nargs=2, metavar=("TRAIN", "VAL"), default=None,
                     help="use these clip files (already built; decoded-frame caches beside them are reused)")
+    ap.add_argument("--vision-tower", type=Path, default=None,
+                    help="start both vision encoders from this local Hugging Face folder")
     ap.add_argument("--note", default="", help="where / how it ran, copied into the results")
     ap.add_argument("--name", default="training_egosim_tiny", help="results file name (without extension)")
     ap.add_argument("overrides", nargs="*", help="extra key=value config overrides")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
+    from exo2ego_edge.train.stages import load_config
     from exo2ego_edge.train.trainer import run_training
 
     clips = args.clips or prepare(args.work, args.takes, args.size, args.seed)
@@ -57,12 +60,15 @@ def main() -> None:
     load_before = os.getloadavg()
     began = time.perf_counter()
     run_training(args.config, overrides=[f"data.clips=[{','.join(clips)}]", f"run.output_dir={out}",
-                                         f"run.seed={args.seed}", "run.progress_bar=false", *args.overrides])
+                                         f"run.seed={args.seed}", "run.progress_bar=false", *args.overrides],
+                 vision_tower=args.vision_tower)
     total = time.perf_counter() - began
+    tower = args.vision_tower or load_config(args.config, args.overrides).weights.vision_tower
     stages = {s: json.loads((out / s / "summary.json").read_text()) for s in STAGES}
     rows = [r for f in clips for r in map(json.loads, Path(f).read_text().splitlines())]
     result = {
-        "config": args.config, "overrides": args.overrides, "takes": args.takes, "video_size": args.size,
+        "config": args.config, "overrides": args.overrides,
+        "vision_tower": str(tower) if tower else None, "takes": args.takes, "video_size": args.size,
         "seed": args.seed, "clip_pairs": {s: sum(r["split"] == s for r in rows) for s in ("train", "val")},
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "processor": platform.processor() or platform.machine(), "torch": torch.__version__},
@@ -84,7 +90,8 @@ def render(r: dict) -> str:
         "# Training the egosim-tiny preset on 2 CPU cores",
         "",
         f"Reproduce: `python benchmarks/train_tiny.py --takes {r['takes']} --seed {r['seed']}` "
-        f"(config `{r['config']}`{', overrides ' + ' '.join(r['overrides']) if r['overrides'] else ''}).",
+        f"(config `{r['config']}`{', overrides ' + ' '.join(r['overrides']) if r['overrides'] else ''}; "
+        f"vision tower: {r.get('vision_tower') or 'random weights'}).",
         f"World: {r['takes']} simulated takes at {r['video_size']} px, {r['clip_pairs']['train']} train / "
         f"{r['clip_pairs']['val']} val ego-exo clip pairs. Machine: {r['machine']['cpus']} CPUs, "
         f"torch {r['machine']['torch']}, {r['machine']['torch_threads']} torch threads. {r.get('note', '')}",

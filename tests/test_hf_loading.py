@@ -10,19 +10,7 @@ from exo2ego_edge.prompt import get_template, train_bpe
 from exo2ego_edge.model import load_student
 from exo2ego_edge.train.evaluation import answer_questions
 from exo2ego_edge.train.trainer import run_training
-from train_fixtures import make_dataset, quick_overrides
-
-
-def _vision(kind: str, folder):
-    from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
-
-    dims = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                intermediate_size=64)
-    torch.manual_seed(1)
-    model = (SiglipVisionModel(SiglipVisionConfig(**dims)) if kind == "siglip"
-             else CLIPVisionModel(CLIPVisionConfig(**dims)))
-    model.save_pretrained(folder)
-    return model
+from train_fixtures import make_dataset, quick_overrides, save_tiny_vision_tower
 
 
 def _llm(kind: str, folder, clips_dir):
@@ -43,7 +31,7 @@ def _llm(kind: str, folder, clips_dir):
 def test_train_from_hf_folders(tmp_path, vision_kind, llm_kind):
     clips = make_dataset(tmp_path / "data")
     vt, lm = tmp_path / "vision", tmp_path / "llm"
-    _vision(vision_kind, vt)
+    save_tiny_vision_tower(vision_kind, vt)
     hf_llm = _llm(llm_kind, lm, tmp_path / "data")
     out = tmp_path / "run"
     student = run_training("egosim-tiny-quick", overrides=quick_overrides(clips, out), vision_tower=vt, llm=lm)

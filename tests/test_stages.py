@@ -12,7 +12,7 @@ from exo2ego_edge.prompt import get_template, train_bpe
 from exo2ego_edge.train.caption_tags import token_idf
 from exo2ego_edge.train.data import Collator, Example, FrameStore
 from exo2ego_edge.train.stages import (
-    GROUPS, SPECS, add_lora, apply_trainable, group_of, load_config, merge_lora,
+    ENCODERS, GROUPS, SPECS, add_lora, apply_trainable, group_of, load_config, merge_lora,
 )
 from exo2ego_edge.train.trainer import StageLoss
 
@@ -66,9 +66,12 @@ EXPECTED = {
 }
 
 
+@pytest.mark.parametrize("frozen", [(), ENCODERS], ids=["all", "encoders_frozen"])
 @pytest.mark.parametrize("stage", list(SPECS))
-def test_only_the_stage_groups_receive_gradients(setup, stage):
+def test_only_the_stage_groups_receive_gradients(setup, stage, frozen):
+    """Each stage's groups and no others; with encoder_lr_mult=0 (``frozen``) minus the towers."""
     cfg, mc, tok, collate = setup
+    expected = EXPECTED[stage] - set(frozen)
     model, spec = _model(mc), SPECS[stage]
     if spec.migrate:
         model.migrate_exo_to_ego()
@@ -78,7 +81,7 @@ def test_only_the_stage_groups_receive_gradients(setup, stage):
             for n, p in model.llm.named_parameters():
                 if "lora_B" in n:
                     p.normal_(0, 0.02)
-    apply_trainable(model, spec)
+    apply_trainable(model, spec, frozen)
     examples = _examples(stage)
     idf = None
     if "tags" in spec.losses:  # init's caption-token head, on the loss module (not the model)
@@ -95,11 +98,11 @@ def test_only_the_stage_groups_receive_gradients(setup, stage):
     for name, p in model.named_parameters():
         g = group_of(name)
         nonzero = p.grad is not None and bool(p.grad.abs().sum() > 0)
-        if g not in EXPECTED[stage]:
+        if g not in expected:
             assert p.grad is None, f"{stage}: frozen {name} received a gradient"
             assert not p.requires_grad
         got[g] = got.get(g, False) or nonzero
-    assert {g for g, ok in got.items() if ok} == EXPECTED[stage]
+    assert {g for g, ok in got.items() if ok} == expected
     assert set(got) <= set(GROUPS)
     if stage == "stage3":  # the base LLM weights stay frozen under LoRA
         assert all(not p.requires_grad for n, p in model.llm.named_parameters() if "lora_" not in n)

@@ -46,3 +46,17 @@ def make_dataset(folder: Path, videos: int = 4, clips_per_video: int = 6) -> lis
 def quick_overrides(clips: list[str], out: Path, *extra: str) -> list[str]:
     return [f"data.clips=[{','.join(clips)}]", f"run.output_dir={out}", f"data.cache_dir={out.parent / 'cache'}",
             *extra]
+
+
+def save_tiny_vision_tower(kind: str, folder: Path):
+    """A random SigLIP / CLIP vision model with the quick config's dims, saved like a real checkpoint."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
+
+    dims = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=64)
+    torch.manual_seed(1)
+    model = (SiglipVisionModel(SiglipVisionConfig(**dims)) if kind == "siglip"
+             else CLIPVisionModel(CLIPVisionConfig(**dims)))
+    model.save_pretrained(folder)
+    return model

@@ -391,6 +391,17 @@ def render(view: RoomView, primitives: list[Primitive], shadows: np.ndarray) -> 
     return (np.minimum(rgb, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
+def render_labelled(view: RoomView, parts: list[list[Primitive]], shadows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Render like :func:`render` with ``parts`` drawn in order, and say which part every pixel
+    shows: an int16 map holding the index into ``parts``, or -1 for the room (pretraining labels)."""
+    rgb, depth = view.rgb.copy(), view.depth.copy()
+    _cast_shadows(view, rgb, shadows)
+    owner = np.full(depth.shape, -1, dtype=np.int16)
+    for i, prims in enumerate(parts):
+        owner[_draw(view, rgb, depth, prims)] = i  # a later, nearer part overwrites: depth-tested
+    return (np.minimum(rgb, 1.0) * 255 + 0.5).astype(np.uint8), owner
+
+
 def bake(view: RoomView, primitives: list[Primitive], shadows: np.ndarray) -> RoomView:
     """The view with ``primitives`` and ``shadows`` drawn in: a static layer that later
     frames only add their moving parts to (exo cameras never move, most objects rarely do)."""

@@ -680,10 +680,22 @@ class ExoLayers:
 
 
 def ego_frame(plan: TakePlan, state: FrameState, ego: R.Camera) -> np.ndarray:
-    everything = list(plan.initial)
-    prims = object_prims(plan, state, everything)
-    prims += R.arm_primitives(PERSON_XY, state.yaw, state.hands, upper_arms=False)
-    return R.render(R.RoomView.of(ego), prims, shadow_casters(plan, state, everything))
+    return labelled_frame(plan, state, ego, exo=False)[0]
+
+
+def labelled_frame(plan: TakePlan, state: FrameState, camera: R.Camera, exo: bool):
+    """A frame with every object and the wearer drawn, and which of them each pixel shows.
+
+    Returns ``(rgb, owner, parts)``: ``owner`` holds an index into ``parts`` (-1: the room), and
+    ``parts`` lists the take's objects followed by ``None`` for the wearer (arms; body in exo views).
+    """
+    ids = list(plan.initial)
+    wearer = R.arm_primitives(PERSON_XY, state.yaw, state.hands, upper_arms=exo)
+    if exo:
+        wearer = R.body_primitives(PERSON_XY, state.yaw) + wearer
+    parts = [object_prims(plan, state, [oid]) for oid in ids] + [wearer]
+    rgb, owner = R.render_labelled(R.RoomView.of(camera), parts, shadow_casters(plan, state, ids))
+    return rgb, owner, [plan.initial[oid] for oid in ids] + [None]
 
 
 @dataclass

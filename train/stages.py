@@ -38,6 +38,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 # Parameter groups: names of Exo2Ego sub-modules, plus "lora" for the adapters stage 3 adds.
 GROUPS = ("ego_encoder", "exo_encoder", "F", "G", "projector", "llm", "lora")
+ENCODERS = ("ego_encoder", "exo_encoder")  # the vision towers (a stage's encoder_lr_mult)
 
 
 # --- per-stage configs ------------------------------------------------------------------------
@@ -57,6 +58,9 @@ class StageConfig:
     # vision tower needs a faster start than the LLM, which would otherwise learn the text prior
     # and ignore the frames.
     vision_lr_mult: float = 1.0
+    # lr multiplier for the vision towers alone, on top of vision_lr_mult: a pretrained tower
+    # (--vision-tower) keeps what it knows at a low rate; 0 freezes the towers for the stage.
+    encoder_lr_mult: float = 1.0
     # Start from this checkpoint folder instead of the previous stage's final one.
     init_from: str | None = None
 
@@ -66,6 +70,8 @@ class StageConfig:
                 raise UserError(f"{name}.{key} must be >= {0 if key == 'steps' else 1}")
         if self.lr <= 0 or self.vision_lr_mult <= 0:
             raise UserError(f"{name}.lr and {name}.vision_lr_mult must be > 0")
+        if self.encoder_lr_mult < 0:
+            raise UserError(f"{name}.encoder_lr_mult must be >= 0 (0 freezes the vision towers)")
         if not 0 <= self.min_lr_ratio <= 1:
             raise UserError(f"{name}.min_lr_ratio must be in [0, 1]")
         for f in dataclasses.fields(self):
@@ -151,6 +157,28 @@ class DataConfig:
 
 
 @dataclass
+class WeightsConfig:
+    """Local Hugging Face folders to start from (``--vision-tower`` / ``--llm`` override them).
+
+    A value that is not a folder names one shipped in ``exo2ego_edge/assets`` (``egosim-tiny-tower``).
+    """
+
+    vision_tower: str | None = None
+    llm: str | None = None
+
+    def folder(self, key: str) -> Path | None:
+        value = getattr(self, key)
+        if value is None:
+            return None
+        from exo2ego_edge.assets import ASSETS
+
+        for candidate in (Path(value), ASSETS / value):
+            if candidate.is_dir():
+                return candidate
+        raise UserError(f"weights.{key}: {value} is neither a folder nor one shipped with exo2ego-edge")
+
+
+@dataclass
 class RunSettings:
     output_dir: str = "runs/egosim-tiny"
     seed: int = 0
@@ -182,6 +210,7 @@ class TrainConfig:
     run: RunSettings = field(default_factory=RunSettings)
     data: DataConfig = field(default_factory=DataConfig)
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "egosim-tiny"})
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
     init: InitConfig = field(default_factory=InitConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
@@ -371,11 +400,14 @@ SPECS: dict[str, StageSpec] = {
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def apply_trainable(model, spec: StageSpec) -> None:
-    """Freeze everything, then unfreeze the stage's groups (LoRA adapters: only ``lora_`` params)."""
+def apply_trainable(model, spec: StageSpec, frozen: tuple[str, ...] = ()) -> None:
+    """Freeze everything, then unfreeze the stage's groups but ``frozen`` (LoRA adapters: only
+    ``lora_`` params)."""
     for p in model.parameters():
         p.requires_grad_(False)
     for group in spec.trainable:
+        if group in frozen:
+            continue
         if group == "lora":
             for name, p in model.llm.named_parameters():
                 if "lora_" in name:

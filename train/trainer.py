@@ -42,7 +42,7 @@ from exo2ego_edge.train.data import (
 from exo2ego_edge.train.evaluation import EvalResult, evaluate_doing, select_doing_rows
 from exo2ego_edge.train.losses import cycle_consistency, feature_kl
 from exo2ego_edge.train.stages import (
-    SPECS, STAGE_ORDER, StageSpec, TrainConfig, add_lora, apply_trainable, load_config,
+    ENCODERS, SPECS, STAGE_ORDER, StageSpec, TrainConfig, add_lora, apply_trainable, load_config,
     merge_lora, parse_stages, select_examples,
 )
 
@@ -137,7 +137,7 @@ class RunContext:
     on_step: StepHook | None = None
 
 
-def _lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
+def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
     """Linear warm-up to 1, then cosine down to ``min_ratio``."""
     def f(step: int) -> float:
         if step < warmup:
@@ -177,7 +177,8 @@ class StageTrainer:
             model.migrate_exo_to_ego()
         if self.spec.lora:
             add_lora(model)
-        apply_trainable(model, self.spec)
+        # encoder_lr_mult 0: a pretrained tower is kept as it is in this stage.
+        apply_trainable(model, self.spec, frozen=ENCODERS if self.scfg.encoder_lr_mult == 0 else ())
         if run.gradient_checkpointing:
             self._enable_gradient_checkpointing(model)
         self.model = model.to(dist.device).train()
@@ -192,20 +193,20 @@ class StageTrainer:
         if not params:
             raise UserError(f"{self.stage}: nothing to train")
         self.params = [p for _, p in params]
-        groups = []
-        # The LLM (and its LoRA) at lr, logged; the vision side (towers, F, G, projector) at
-        # lr * vision_lr_mult.
-        for is_llm in (True, False):
-            lr = self.scfg.lr * (1.0 if is_llm else self.scfg.vision_lr_mult)
-            mine = [(n, p) for n, p in params if (n.startswith("llm.") or "lora_" in n) == is_llm]
-            for decay in (True, False):
-                ps = [p for n, p in mine if (n not in no_decay) == decay]
-                if ps:
-                    groups.append({"params": ps, "lr": lr,
-                                   "weight_decay": self.scfg.weight_decay if decay else 0.0})
+        # The LLM (and its LoRA) at lr, logged first; the vision side (towers, F, G, projector) at
+        # lr * vision_lr_mult, the towers themselves times encoder_lr_mult on top.
+        by_group: dict[tuple[bool, float, bool], list] = {}
+        for n, p in params:
+            is_llm = n.startswith("llm.") or "lora_" in n
+            mult = 1.0 if is_llm else self.scfg.vision_lr_mult
+            if n.split(".")[0] in ENCODERS:
+                mult *= self.scfg.encoder_lr_mult
+            by_group.setdefault((not is_llm, self.scfg.lr * mult, n not in no_decay), []).append(p)
+        groups = [{"params": ps, "lr": lr, "weight_decay": self.scfg.weight_decay if decay else 0.0}
+                  for (_, lr, decay), ps in sorted(by_group.items())]  # keys are unique: LLM first
         self.optimizer = torch.optim.AdamW(groups, lr=self.scfg.lr, betas=(0.9, 0.95))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(self.scfg.warmup_steps, self.scfg.steps, self.scfg.min_lr_ratio))
+            self.optimizer, warmup_cosine(self.scfg.warmup_steps, self.scfg.steps, self.scfg.min_lr_ratio))
         self.autocast_dtype = None
         if dist.device.type == "cuda" and run.precision != "fp32":
             self.autocast_dtype = torch.bfloat16 if run.precision == "bf16" else torch.float16
@@ -420,9 +421,12 @@ def run_training(
     ``config``: a YAML path or a bundled config name; ``overrides``: ``key=value`` strings;
     ``stages``: e.g. ``"init,1,2,3"`` (default: all; without ``init`` when ``llm`` is given);
     ``resume``: skip finished stages and continue an interrupted one from its newest checkpoint;
-    ``vision_tower`` / ``llm``: local Hugging Face folders to start from.
+    ``vision_tower`` / ``llm``: local Hugging Face folders to start from (default: the config's
+    ``weights``).
     """
     cfg = load_config(config, overrides)
+    vision_tower = vision_tower or cfg.weights.folder("vision_tower")
+    llm = llm or cfg.weights.folder("llm")
     names = parse_stages(stages, pretrained=llm is not None)
     dist = dist_.setup(cfg.run.device, cfg.run.threads)
     try:
@@ -542,6 +546,9 @@ def _start_model(cfg: TrainConfig, stage: str, out: Path, tokenizer: TextTokeniz
         mc.llm.vocab_size = tokenizer.vocab_size  # the tiny preset's LLM is sized to its BPE
     if stage != "init" and llm is None:
         log.warning("%s starts from random weights (no earlier stage, no --llm): consider --stages init,...", stage)
+    if vision_tower is None and cfg.stage(stage).encoder_lr_mult == 0:
+        log.warning("%s keeps a random vision tower frozen (%s.encoder_lr_mult=0 without a pretrained tower): "
+                    "set it to 1 to train the tower from scratch", stage, stage)
     model = Exo2Ego(mc, vision_tower_path=vision_tower, llm_path=llm)
     if tokenizer.vocab_size > model.cfg.llm.vocab_size:
         raise UserError(f"the tokenizer has {tokenizer.vocab_size} tokens but the LLM's vocabulary only "

@@ -8,4 +8,5 @@ from pathlib import Path
 ASSETS = Path(__file__).resolve().parent
 SHIPPED_STUDENT = ASSETS / "egosim-tiny-student"
 SHIPPED_BUNDLE = ASSETS / "egosim-tiny-int8"
+SHIPPED_TOWER = ASSETS / "egosim-tiny-tower"  # made by `exo2ego-edge pretrain-tower`
 SAMPLE_CLIP = ASSETS / "sample_ego.mp4"

@@ -20,7 +20,7 @@ from exo2ego_edge.cli.doctor import doctor
 from exo2ego_edge.cli.eval import eval_
 from exo2ego_edge.cli.export import export
 from exo2ego_edge.cli.run import run
-from exo2ego_edge.cli.train import train
+from exo2ego_edge.cli.train import pretrain_tower, train
 from exo2ego_edge.errors import UserError
 
 
@@ -34,6 +34,7 @@ def cli(verbose: int) -> None:
     Pipeline:
       exo2ego-edge data synth        make a simulated Ego-Exo4D world (or bring the real one)
       exo2ego-edge data build-clips  cut Ego-ExoClip pairs + instructions from it
+      exo2ego-edge pretrain-tower    (tiny preset) a vision tower that knows the simulator's objects
       exo2ego-edge train             init -> stage 1 -> stage 2 -> stage 3
       exo2ego-edge export --int8     student checkpoint -> bundle (ONNX [+ TensorRT])
       exo2ego-edge run               answer a question about an egocentric video
@@ -42,7 +43,7 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-for command in (data, train, export, run, bench, eval_, demo, doctor):
+for command in (data, pretrain_tower, train, export, run, bench, eval_, demo, doctor):
     cli.add_command(command)
 
 
