@@ -103,10 +103,11 @@ def render(r: dict) -> str:
         "",
         "Held-out ego clips (val takes), question \"What am I doing?\", greedy answer; a verb counts in any "
         "inflection. Object: the noun (\"block\"); object phrase: the noun with its colour (\"blue block\"), "
-        "both as in the reference. Chance = always answering the most frequent label of the scored clips.",
+        "both as in the reference; per-kind mean: the object's accuracy averaged over its kinds. Chance = always "
+        "answering the most frequent label of the scored clips.",
         "",
-        "| stage | steps | train s | final loss | verb | object | verb + object | object phrase |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| stage | steps | train s | final loss | verb | object | object, per-kind mean | verb + object | object phrase |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in r["stages"].items():
         e = s.get("eval", {})
@@ -114,12 +115,14 @@ def render(r: dict) -> str:
         loss = " / ".join(f"{k} {v:.3f}" for k, v in losses.items() if k != "loss") if len(losses) > 2 else \
             f"{losses.get('loss', float('nan')):.3f}"
         lines.append(f"| {name} ({s['title']}) | {s['steps']} | {s['train_seconds']:.0f} | {loss} | "
-                     f"{pct(e.get('verb_acc', 0))} | {pct(e.get('object_acc', 0))} | {pct(e.get('both_acc', 0))} | "
+                     f"{pct(e.get('verb_acc', 0))} | {pct(e.get('object_acc', 0))} | "
+                     f"{pct(e.get('object_balanced_acc', 0))} | {pct(e.get('both_acc', 0))} | "
                      f"{pct(e.get('phrase_acc', 0))} |")
     e = r["stages"]["stage3"].get("eval", {})
     lines += [
         f"| chance (majority label, n={e.get('n', 0)}) | | | | {pct(e.get('chance_verb', 0))} | "
-        f"{pct(e.get('chance_object', 0))} | {pct(e.get('chance_both', 0))} | {pct(e.get('chance_phrase', 0))} |",
+        f"{pct(e.get('chance_object', 0))} | {pct(e.get('chance_object_balanced', 0))} | "
+        f"{pct(e.get('chance_both', 0))} | {pct(e.get('chance_phrase', 0))} |",
         "",
         "Sample answers of the student (stage 3):",
         "",

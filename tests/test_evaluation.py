@@ -2,7 +2,9 @@
 
 import pytest
 
-from exo2ego_edge.train.evaluation import chance_levels, object_matches, object_phrase, verb_matches
+from exo2ego_edge.train.evaluation import (
+    balanced_accuracy, chance_levels, object_matches, object_phrase, verb_matches,
+)
 
 
 @pytest.mark.parametrize("answer", ["I am picking up the cup.", "She picks the cup up.", "I picked up a cup.",
@@ -36,3 +38,12 @@ def test_chance_levels_majority_and_guessing():
     assert top == pytest.approx(0.75)
     assert guess == pytest.approx(0.75**2 + 0.25**2)
     assert chance_levels([]) == (0.0, 0.0)
+
+
+def test_balanced_accuracy_averages_per_label_and_a_constant_answer_scores_one_over_labels():
+    labels = ["block"] * 6 + ["cup"] * 2 + ["ball"] * 2
+    always_block = [label == "block" for label in labels]
+    assert sum(always_block) / len(labels) == pytest.approx(0.6)
+    assert balanced_accuracy(labels, always_block) == pytest.approx(1 / 3)
+    assert balanced_accuracy(labels, [True] * 6 + [True, False] + [False, False]) == pytest.approx((1 + 0.5 + 0) / 3)
+    assert balanced_accuracy([], []) == 0.0

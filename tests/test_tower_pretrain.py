@@ -92,7 +92,7 @@ def test_the_shipped_tower_knows_object_kinds_on_unseen_takes():
     cfg = TowerPretrainConfig(**{**info["config"], "workers": 1})
     first = cfg.takes + cfg.val_takes
     mc = PRESETS["egosim-tiny"]()
-    data = render_takes(cfg, range(first, first + 3), mc.vision.image_size, "render")
+    data = render_takes(cfg, range(first, first + 3), mc.vision.image_size, "render", progress=False)
     scores = {}
     for name, path in (("shipped", SHIPPED_TOWER), ("random", None)):
         torch.manual_seed(0)

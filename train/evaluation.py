@@ -89,6 +89,8 @@ class EvalResult:
     phrase_acc: float  # the object with its qualifier ("blue block"), see object_phrase
     chance_phrase: float
     random_phrase: float
+    object_balanced_acc: float  # mean per-kind object accuracy; chance: 1 / kinds
+    chance_object_balanced: float
     examples: list[dict] = field(default_factory=list)  # a few (question, answer, labels)
 
     def to_dict(self) -> dict:
@@ -121,6 +123,15 @@ def chance_levels(labels: list) -> tuple[float, float]:
         return 0.0, 0.0
     counts = np.array(list(Counter(labels).values()), dtype=float) / len(labels)
     return float(counts.max()), float((counts**2).sum())
+
+
+def balanced_accuracy(labels: list, correct: list[bool]) -> float:
+    """Mean per-label accuracy: always giving one answer scores 1 / (number of labels), however
+    frequent that label is (the object noun: "block" alone is half the clips)."""
+    by_label: dict = {}
+    for label, ok in zip(labels, correct):
+        by_label.setdefault(label, []).append(ok)
+    return float(np.mean([np.mean(oks) for oks in by_label.values()])) if by_label else 0.0
 
 
 @torch.no_grad()
@@ -160,6 +171,8 @@ def evaluate_doing(model, tokenizer, frames: torch.Tensor, rows: list[dict], bat
         n=len(rows), verb_acc=sum(verb_ok) / n, object_acc=sum(obj_ok) / n, both_acc=sum(both) / n,
         chance_verb=cv, chance_object=co, chance_both=cb, random_verb=rv, random_object=ro, random_both=rb,
         phrase_acc=sum(phrase_ok) / n, chance_phrase=cp, random_phrase=rp,
+        object_balanced_acc=balanced_accuracy([r["object"] for r in rows], obj_ok),
+        chance_object_balanced=1 / max(len({r["object"] for r in rows}), 1),
         examples=[{"answer": a, "verb": r["verb"], "object": r["object"], "reference": r["answer"]}
                   for a, r in list(zip(answers, rows))[:8]],
     )

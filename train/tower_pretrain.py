@@ -137,12 +137,13 @@ def render_take(seed: int, index: int, size: int, exo_cams: int, fps: int, strid
     return LabelledFrames.concat(parts)
 
 
-def render_takes(cfg: TowerPretrainConfig, indices: range, size: int, desc: str) -> LabelledFrames:
+def render_takes(cfg: TowerPretrainConfig, indices: range, size: int, desc: str, progress: bool = True) -> LabelledFrames:
     from tqdm import tqdm
 
     args = [(cfg.seed, i, size, cfg.exo_cams, cfg.fps, cfg.frame_stride) for i in indices]
     with ProcessPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-        takes = list(tqdm(pool.map(render_take, *zip(*args)), total=len(args), desc=desc, unit="take"))
+        takes = list(tqdm(pool.map(render_take, *zip(*args)), total=len(args), desc=desc, unit="take",
+                          disable=not progress))
     return LabelledFrames.concat(takes)
 
 
@@ -229,8 +230,8 @@ def pretrain_tower(cfg: TowerPretrainConfig, out: str | os.PathLike, overwrite: 
     torch.manual_seed(cfg.seed)
     mc = PRESETS[cfg.preset]()
     size, patch = mc.vision.image_size, mc.vision.patch_size
-    train = render_takes(cfg, range(cfg.takes), size, "render train takes")
-    val = render_takes(cfg, range(cfg.takes, cfg.takes + cfg.val_takes), size, "render held-out takes")
+    train = render_takes(cfg, range(cfg.takes), size, "render train takes", progress)
+    val = render_takes(cfg, range(cfg.takes, cfg.takes + cfg.val_takes), size, "render held-out takes", progress)
     rendered = time.perf_counter()
     log.info("%d training / %d held-out frames rendered in %.0f s", len(train.frames), len(val.frames),
              rendered - began)
