@@ -11,7 +11,8 @@ template's "I am", weigh zero), normalised to a distribution; the loss is its cr
 the head's softmax. It needs no parsing, so it works as is on real Ego-Exo4D descriptions.
 Measured on the tiny preset: the held object named with its colour went from 5% of held-out
 clips without it to 19-22% over three training seeds with it (chance 11%); its kind is still not
-learned (benchmarks/results/training_egosim_tiny.md).
+learned by a random tower. The egosim-tiny config now starts from a tower pretrained on the
+simulator's object labels instead (tower_pretrain.py; benchmarks/results/training_egosim_tiny.md).
 
 The head lives on the stage's loss module, not on the model: it trains with the tower during
 ``init`` (checkpointed and resumed with it) and is dropped with the stage.

@@ -385,10 +385,7 @@ def _draw(view: RoomView, rgb: np.ndarray, depth: np.ndarray, primitives) -> np.
 
 def render(view: RoomView, primitives: list[Primitive], shadows: np.ndarray) -> np.ndarray:
     """Render ``primitives`` into the view as an RGB uint8 frame."""
-    rgb, depth = view.rgb.copy(), view.depth.copy()
-    _cast_shadows(view, rgb, shadows)
-    _draw(view, rgb, depth, primitives)
-    return (np.minimum(rgb, 1.0) * 255 + 0.5).astype(np.uint8)
+    return render_labelled(view, [primitives], shadows)[0]
 
 
 def render_labelled(view: RoomView, parts: list[list[Primitive]], shadows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -42,7 +42,7 @@ from exo2ego_edge.train.data import (
 from exo2ego_edge.train.evaluation import EvalResult, evaluate_doing, select_doing_rows
 from exo2ego_edge.train.losses import cycle_consistency, feature_kl
 from exo2ego_edge.train.stages import (
-    ENCODERS, SPECS, STAGE_ORDER, StageSpec, TrainConfig, add_lora, apply_trainable, load_config,
+    ENCODERS, SPECS, STAGE_ORDER, StageSpec, TrainConfig, add_lora, apply_trainable, group_of, load_config,
     merge_lora, parse_stages, select_examples,
 )
 
@@ -197,9 +197,10 @@ class StageTrainer:
         # lr * vision_lr_mult, the towers themselves times encoder_lr_mult on top.
         by_group: dict[tuple[bool, float, bool], list] = {}
         for n, p in params:
-            is_llm = n.startswith("llm.") or "lora_" in n
+            group = group_of(n)
+            is_llm = group in ("llm", "lora")
             mult = 1.0 if is_llm else self.scfg.vision_lr_mult
-            if n.split(".")[0] in ENCODERS:
+            if group in ENCODERS:
                 mult *= self.scfg.encoder_lr_mult
             by_group.setdefault((not is_llm, self.scfg.lr * mult, n not in no_decay), []).append(p)
         groups = [{"params": ps, "lr": lr, "weight_decay": self.scfg.weight_decay if decay else 0.0}
