@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One-shot GPU check (< 5 minutes): run it once on a CUDA machine and it gives everything.
+# One-shot GPU check (< 10 minutes): run it once on a CUDA machine and it gives everything.
 #
-#   bash benchmarks/gpu_check.sh            # results in $OUT if set, else benchmarks/results/gpu_check/
+#   bash benchmarks/gpu_check.sh                  # all sections; results in $OUT if set, else benchmarks/results/gpu_check/
+#   bash benchmarks/gpu_check.sh env export_cpu   # only these sections, in this order
 #
 # 1. environment: GPU, driver, Python and which of our dependencies are importable (what is missing
 #    is printed, never fatal);
@@ -12,7 +13,12 @@
 # 3. the benchmark harness (exo2ego-edge bench) on a random-weight egosim-tiny INT8 bundle with
 #    whatever ONNX Runtime providers are installed (CPU only when onnxruntime-gpu is absent);
 # 4. training on the GPU through torchrun (one process, NCCL, bf16 autocast): the quick config's
-#    init, 2 and 3 plain and with FSDP2 (run.fsdp=true), and how far apart the two students are.
+#    init, 2 and 3 plain and with FSDP2 (run.fsdp=true), and how far apart the two students are;
+#    it writes real H.264 clips, so it needs PyAV (carry its wheel where the image lacks it);
+# 5. export_cpu: benchmarks/export_bench.py on the host CPU (FP32 vs INT8 vision graphs on ONNX
+#    Runtime's CPU provider), to measure INT8 where the CPU has int8 dot-product instructions.
+#
+# Section names: env torch harness train export_cpu.
 #
 # The package need not be installed: the repo's layer folders (runtime/, export/, train/) are
 # mapped onto the exo2ego_edge package through a symlink shim on PYTHONPATH.
@@ -38,6 +44,7 @@ echo "== gpu_check: results -> $OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not available"
 
 # --- 1. environment ------------------------------------------------------------------------------
+section_env() {
 timeout 60 "$PY" - <<'PY'
 import importlib, importlib.metadata as md, json, os, platform, sys
 mods = ["torch", "transformers", "safetensors", "onnx", "onnxruntime", "onnxscript", "tokenizers", "av",
@@ -68,8 +75,10 @@ print("python", env["python"], "| found:", ", ".join(f"{k} {v}" for k, v in foun
 print("MISSING:", ", ".join(missing) or "nothing")
 print("GPU:", env.get("gpu"), "| ORT providers:", env["ort_providers"])
 PY
+}
 
 # --- 2. PyTorch student at fp16 ------------------------------------------------------------------
+section_torch() {
 timeout 170 "$PY" - <<'PY'
 import json, os, sys, time
 out = os.environ["E2E_OUT"]
@@ -174,9 +183,10 @@ for preset, frame_counts in (("egosim-tiny", (4, 16)), ("edge-0.5b", (8, 16))):
     torch.cuda.empty_cache()
 json.dump(report, open(os.path.join(out, "torch_fp16.json"), "w"), indent=2)
 PY
-echo "== torch student done ($(( $(date +%s) - START )) s)"
+}
 
 # --- 3. the harness on a bundle --------------------------------------------------------------------
+section_harness() {
 timeout 110 "$PY" - <<'PY'
 import json, logging, os, sys
 out = os.environ["E2E_OUT"]
@@ -214,8 +224,10 @@ for r in report["results"]:
               f"vision p50 {r['stages_ms']['vision']['p50']:.2f} ms, ttft p50 {r['stages_ms']['ttft']['p50']:.1f} ms")
 PY
 rm -rf "$OUT/bundles"
+}
 
 # --- 4. training: plain vs FSDP2 on the GPU -----------------------------------------------------------
+section_train() {
 TRAIN="$(mktemp -d)"
 timeout 60 "$PY" - "$TRAIN" "$REPO/tests" <<'PY'
 import sys
@@ -246,5 +258,26 @@ except Exception as e:  # noqa: BLE001 - a failed run was reported above
     print(f"plain vs FSDP2 comparison skipped: {type(e).__name__}: {e}")
 PY
 rm -rf "$TRAIN"
+}
+
+# --- 5. the export benchmark on this machine's CPU --------------------------------------------------
+# The INT8 vision speed-up depends on the CPU's int8 dot-product instructions (VNNI / AMX), which the
+# 2-core AVX2 development machine lacks; a GPU box's host CPU usually has them. Same script, same
+# thread count as the committed export_cpu.md, ORT's CPU provider.
+section_export_cpu() {
+timeout 300 "$PY" "$REPO/benchmarks/export_bench.py" --presets egosim-tiny edge-0.5b --no-bundles \
+  --threads "${E2E_CPU_THREADS:-2}" --tag device_cpu --out-dir "$OUT" > "$OUT/export_cpu.log" 2>&1 \
+  && echo "export benchmark on the host CPU: ok" && grep -E "^Machine|^## |onnx_(fp32|int8)" "$OUT/export_device_cpu.md" \
+  || { echo "export benchmark on the host CPU: FAILED"; tail -n 20 "$OUT/export_cpu.log"; }
+}
+
+# Sections to run: the arguments, in order (default: all of them).
+for section in "${@:-env torch harness train export_cpu}"; do
+  for s in $section; do
+    declare -F "section_$s" >/dev/null || { echo "unknown section '$s' (env torch harness train export_cpu)"; exit 2; }
+    "section_$s"
+    echo "== $s done ($(( $(date +%s) - START )) s)"
+  done
+done
 echo "== gpu_check finished in $(( $(date +%s) - START )) s; files:"
 ls -l "$OUT"
