@@ -75,13 +75,27 @@ def test_pretraining_lowers_the_loss_and_writes_a_tower_training_loads(tmp_path)
         assert torch.equal(v, saved[k]), k
 
 
-def test_pretrain_tower_refuses_an_existing_folder_in_one_line(tmp_path, capsys):
+def test_model_overrides_shape_the_tower_as_they_shape_the_training_run(tmp_path):
+    narrow = "model.vision={hidden_size: 48, num_heads: 2, num_layers: 1, intermediate_size: 96}"
+    main(["pretrain-tower", "--out", str(tmp_path / "t"), "--takes", "1", "--val-takes", "1", "--steps", "2",
+          "--batch-size", "4", "--workers", "1", narrow])
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["hidden_size"] == 48
+    mc = load_config("egosim-tiny-quick", [narrow]).model_config()
+    model = Exo2Ego(mc, vision_tower_path=tmp_path / "t")
+    assert model.ego_encoder.tower.state_dict().keys() == build_vision_tower(mc.vision).state_dict().keys()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--takes", "1"], "--overwrite"),  # --out exists
+    (["--overwrite", "run.seed=1"], "only model.* overrides"),
+])
+def test_pretrain_tower_refuses_bad_input_in_one_line(tmp_path, capsys, args, message):
     (tmp_path / "t").mkdir()
     with pytest.raises(SystemExit) as exit_info:
-        main(["pretrain-tower", "--out", str(tmp_path / "t"), "--takes", "1"])
+        main(["pretrain-tower", "--out", str(tmp_path / "t"), *args])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert "--overwrite" in err and "\n" not in err
+    assert message in err and "\n" not in err
 
 
 def test_the_shipped_tower_knows_object_kinds_on_unseen_takes():

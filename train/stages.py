@@ -231,18 +231,22 @@ class TrainConfig:
             raise UserError("model.preset is required (egosim-tiny, edge-0.5b or exo2ego-7b)")
 
     def model_config(self):
-        """The preset named by ``model.preset`` with the other ``model.*`` keys merged in."""
-        from exo2ego_edge.config import PRESETS, ModelConfig
-
-        base = dict(self.model)
-        preset = base.pop("preset")
-        if preset not in PRESETS:
-            raise UserError(f"model.preset '{preset}' is not one of: {', '.join(PRESETS)}")
-        merged = _deep_merge(PRESETS[preset]().to_dict(), base, "model")
-        return ModelConfig.from_dict(merged)
+        return model_config_from(self.model)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def model_config_from(section: dict[str, Any]):
+    """A config's ``model`` section -> ModelConfig: the preset named by ``preset`` with the other
+    keys merged into its fields."""
+    from exo2ego_edge.config import PRESETS, ModelConfig
+
+    base = dict(section)
+    preset = base.pop("preset", None)
+    if preset not in PRESETS:
+        raise UserError(f"model.preset '{preset}' is not one of: {', '.join(PRESETS)}")
+    return ModelConfig.from_dict(_deep_merge(PRESETS[preset]().to_dict(), base, "model"))
 
 
 # --- loading: YAML file + overrides -> validated TrainConfig -----------------------------------
@@ -275,7 +279,7 @@ def load_config(config: str | Path | dict, overrides: list[str] | tuple[str, ...
             raise UserError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
         if not isinstance(raw, dict):
             raise UserError(f"{path}: the top level must be a mapping")
-    raw = _apply_overrides(dict(raw), overrides)
+    raw = apply_overrides(dict(raw), overrides)
     cfg = _build(TrainConfig, raw, "")
     cfg.validate()
     return cfg
@@ -294,7 +298,8 @@ def parse_stages(spec: str | None, pretrained: bool) -> list[str]:
     return sorted(set(names), key=STAGE_ORDER.index)
 
 
-def _apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Set each ``a.b=value`` (value read as YAML) in the nested dict ``raw``."""
     import yaml
 
     for item in overrides:

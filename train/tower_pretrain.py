@@ -25,8 +25,9 @@ import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,9 @@ _TAKE_STREAM = 0x70E7  # mixed into every take's seed: disjoint from synthesize_
 
 @dataclass
 class TowerPretrainConfig:
-    preset: str = "egosim-tiny"
+    # The tower's model, as a training config's `model` section: a preset and overrides of its
+    # fields (pretrain with the same section as the training run, and the tower fits it).
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "egosim-tiny"})
     takes: int = 600
     val_takes: int = 40
     seed: int = 0
@@ -214,13 +217,12 @@ def pretrain_tower(cfg: TowerPretrainConfig, out: str | os.PathLike, overwrite: 
     """Render the takes, train the tower's per-patch heads, save the tower to ``out``."""
     from tqdm import tqdm
 
-    from exo2ego_edge.config import PRESETS
     from exo2ego_edge.model import build_vision_tower
+    from exo2ego_edge.train.stages import model_config_from
     from exo2ego_edge.train.trainer import warmup_cosine
 
     cfg.validate()
-    if cfg.preset not in PRESETS:
-        raise UserError(f"--preset '{cfg.preset}' is not one of: {', '.join(PRESETS)}")
+    mc = model_config_from(cfg.model)
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
@@ -228,7 +230,6 @@ def pretrain_tower(cfg: TowerPretrainConfig, out: str | os.PathLike, overwrite: 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    mc = PRESETS[cfg.preset]()
     size, patch = mc.vision.image_size, mc.vision.patch_size
     train = render_takes(cfg, range(cfg.takes), size, "render train takes", progress)
     val = render_takes(cfg, range(cfg.takes, cfg.takes + cfg.val_takes), size, "render held-out takes", progress)

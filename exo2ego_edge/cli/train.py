@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from exo2ego_edge.errors import UserError
+
 
 @click.command(name="train", context_settings={"ignore_unknown_options": False})
 @click.option("--config", "config", default="egosim-tiny", show_default=True, metavar="FILE|NAME",
@@ -69,8 +71,9 @@ def train(config: str, stages: str | None, resume: bool, vision_tower: str | Non
 @click.option("--seed", default=0, show_default=True, help="Seeds the takes, the weights and the batch order.")
 @click.option("--workers", default=2, show_default=True, help="Processes rendering takes.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
+@click.argument("overrides", nargs=-1, metavar="[model.KEY=VALUE]...")
 def pretrain_tower(out: str, preset: str, takes: int, val_takes: int, steps: int, batch_size: int, seed: int,
-                   workers: int, overwrite: bool) -> None:
+                   workers: int, overwrite: bool, overrides: tuple[str, ...]) -> None:
     """Pretrain a vision tower on simulator scene labels (the tiny preset's stand-in for CLIP).
 
     \b
@@ -80,11 +83,19 @@ def pretrain_tower(out: str, preset: str, takes: int, val_takes: int, steps: int
     vision model with pretraining.json (settings, held-out accuracy):
       exo2ego-edge pretrain-tower --out towers/tiny
       exo2ego-edge train --config egosim-tiny --vision-tower towers/tiny data.clips=[...]
+    model.* overrides change the tower as they change a training run's model; give the training
+    run the same ones:
+      exo2ego-edge pretrain-tower --out towers/narrow "model.vision={hidden_size: 48, num_heads: 2}"
     """
+    from exo2ego_edge.train.stages import apply_overrides
     from exo2ego_edge.train.tower_pretrain import TowerPretrainConfig
     from exo2ego_edge.train.tower_pretrain import pretrain_tower as run
 
-    cfg = TowerPretrainConfig(preset=preset, takes=takes, val_takes=val_takes, steps=steps,
+    other = [o for o in overrides if not o.startswith("model.")]
+    if other:
+        raise UserError(f"pretrain-tower takes only model.* overrides (got '{other[0]}')")
+    model = apply_overrides({"model": {"preset": preset}}, overrides)["model"]
+    cfg = TowerPretrainConfig(model=model, takes=takes, val_takes=val_takes, steps=steps,
                               batch_size=batch_size, seed=seed, workers=workers)
     report = run(cfg, out, overwrite=overwrite)
     ego = report["held_out"]["ego"]
