@@ -58,32 +58,13 @@ MODEL = [
 # configs moved to a pretrained tower. With it, the configs' recipe for a pretrained tower holds:
 # frozen in init, stage 3 at 2.5e-4 with the encoders at a tenth of that.
 RANDOM_TOWER = ["weights.vision_tower=null", "init.encoder_lr_mult=1", "stage3.lr=5e-4", "stage3.encoder_lr_mult=1"]
-# pretrain-tower's settings when --vision-tower names a folder that does not exist yet: the shipped
-# tower's recipe, halved (this tower has one 48-wide layer).
-TOWER_TAKES, TOWER_STEPS = 300, 1500
 
 
-def model_overrides(image_size: int, vision_tower: Path | None = None) -> list[str]:
+def model_overrides(image_size: int, vision_tower: str | None = None) -> list[str]:
     """MODEL at another input size (patch 8, pooled to the same 4 tokens per frame), from a
-    pretrained tower or random weights."""
+    pretrained tower (whose own config then replaces MODEL's vision) or random weights."""
     arch = [o.replace("image_size: 32", f"image_size: {image_size}") for o in MODEL]
     return arch + ([f"weights.vision_tower={vision_tower}"] if vision_tower else RANDOM_TOWER)
-
-
-def ensure_tower(folder: Path, image_size: int, seed: int = 0) -> Path:
-    """The pretrained tower for MODEL at ``image_size``, made with pretrain-tower if missing."""
-    from exo2ego_edge.train.stages import apply_overrides
-    from exo2ego_edge.train.tower_pretrain import TowerPretrainConfig, pretrain_tower
-
-    if not (folder / "config.json").is_file():
-        arch = [o for o in model_overrides(image_size) if o.startswith("model.")]
-        model = apply_overrides({"model": {"preset": "egosim-tiny"}}, arch)["model"]
-        cfg = TowerPretrainConfig(model=model, takes=TOWER_TAKES, steps=TOWER_STEPS, seed=seed)
-        report = pretrain_tower(cfg, folder, progress=False)
-        ego = report["held_out"]["ego"]
-        log.info("pretrained tower %s: held-out ego object patches kind %.1f%% (majority %.1f%%), colour %.1f%%",
-                 folder, 100 * ego["kind_acc"], 100 * ego["kind_majority"], 100 * ego["colour_acc"])
-    return folder
 
 
 @dataclass
@@ -319,9 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--notes", type=Path, default=None, help="markdown appended to the report (how we got here)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads; 1 is fastest on shared cores (2 threads thrash: 10x slower here)")
-    p.add_argument("--vision-tower", type=Path, default=None,
-                   help="start both encoders from this pretrained tower (made with pretrain-tower if the folder "
-                        "does not exist); the report is then central_experiment_pretrained_tower.{md,json}")
+    p.add_argument("--vision-tower", default=None, metavar="FOLDER|NAME",
+                   help="start both encoders from this pretrained tower, a folder or a shipped one "
+                        "(egosim-tiny-tower); its architecture replaces MODEL's vision. The report is then "
+                        "central_experiment_pretrained_tower.{md,json}")
     p.add_argument("--quantization", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -336,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
                      batch=base.batch)
     args.work.mkdir(parents=True, exist_ok=True)
     clips, suite_dir = prepare_data(args.world, args.work, args.takes, args.data_seed)
-    tower = ensure_tower(args.vision_tower.resolve(), args.image_size) if args.vision_tower else None
+    tower = args.vision_tower
     name = "central_experiment_pretrained_tower" if tower else "central_experiment"
     from exo2ego_edge.train.bench_questions import read_suite
 
@@ -358,8 +340,8 @@ def main(argv: list[str] | None = None) -> None:
         "setup": (f"World: {args.takes} simulated takes (data seed {args.data_seed}, 30% val), 64 px video. Model: "
                   f"egosim-tiny shrunk to {args.image_size} px / 4 frames / 16 visual tokens, 2-layer 64-wide LLM "
                   f"(`MODEL` in the script). "
-                  + (f"Vision towers: pretrained with pretrain-tower ({tower.name}; {TOWER_TAKES} takes, "
-                     f"{TOWER_STEPS} steps), frozen in init, stage 3 at 2.5e-4 with the encoders at a tenth. "
+                  + (f"Vision towers: the pretrained `{tower}` (its architecture, not MODEL's), frozen in "
+                     "init, stage 3 at 2.5e-4 with the encoders at a tenth. "
                      if tower else "Vision towers: random weights, trained in every stage (stage 3 at 5e-4). ")
                   + f"Schedule (b): init {sched.init}, stage 1 {sched.stage1}, stage 2 "
                   f"{sched.stage2}, stage 3 {sched.stage3} steps at batch {sched.batch}; (a): init "

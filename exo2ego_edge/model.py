@@ -87,7 +87,7 @@ def _from_local_folder(model_cls, path: str | Path, what: str, **config_override
     if not (path / "config.json").is_file():
         raise UserError(f"{path}: not a Hugging Face {what} folder (config.json missing)")
     # local_files_only: users bring checkpoint folders; nothing is ever fetched from a hub.
-    return model_cls.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32, **config_overrides)
+    return model_cls.from_pretrained(path, local_files_only=True, dtype=torch.float32, **config_overrides)
 
 
 def _vision_family(path: str | Path) -> str:

@@ -81,7 +81,7 @@ def hf_runner(model_dir: str, ids: list[int], new: int, threads: int | None) -> 
     if threads:
         torch.set_num_threads(threads)
     torch.set_grad_enabled(False)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, torch_dtype=torch.float32,
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32,
                                                  attn_implementation="eager").eval()
     return _generate_runner(model, ids, new)
 
