@@ -17,7 +17,7 @@ Shapes: B batch, T frames, P tokens per frame, Dv vision width, D LLM width, L s
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -202,6 +202,7 @@ class Exo2Ego(nn.Module):
     ):
         super().__init__()
         self.student = student
+        cfg = replace(cfg)  # loaded towers / LLMs set their own sub-configs: never on the caller's config
         tower = build_vision_tower(cfg.vision, vision_tower_path)
         if vision_tower_path is not None:  # before VisionEncoder: its grid / CLS token come from cfg
             cfg.vision = vision_config_from_hf(tower.config)

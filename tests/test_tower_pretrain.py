@@ -82,8 +82,8 @@ def test_model_overrides_shape_the_tower_as_they_shape_the_training_run(tmp_path
           "--batch-size", "4", "--workers", "1", narrow])
     assert json.loads((tmp_path / "t" / "config.json").read_text())["hidden_size"] == 48
     mc = load_config("egosim-tiny-quick", [narrow]).model_config()
-    model = Exo2Ego(mc, vision_tower_path=tmp_path / "t")  # the folder's architecture is the run's
-    assert dataclasses.replace(model.cfg.vision, extra={}) == mc.vision
+    model = Exo2Ego(mc, vision_tower_path=tmp_path / "t")  # the model takes the folder's architecture
+    assert dataclasses.replace(model.cfg.vision, extra={}) == mc.vision  # ... which is the run's
 
 
 @pytest.mark.parametrize("args, message", [
