@@ -26,6 +26,10 @@ Writes benchmarks/results/central_experiment.{md,json} (per task, average, mean 
 wall times); each finished run is also kept in WORK/results/<run>.json, so a rerun skips it.
 With --quantization it then exports the best (b) student to FP32 and INT8 bundles and writes
 benchmarks/results/egosim_quantization.{md,json} (PyTorch vs FP32 bundle vs INT8 bundle).
+
+--vision-tower egosim-tiny-tower (or a pretrain-tower folder) starts both encoders from that
+tower instead of random weights; the reports are then named *_pretrained_tower.{md,json}, and
+the runs need a --work of their own (a cached run trained with another tower is refused).
 """
 
 from __future__ import annotations
@@ -65,6 +69,16 @@ def model_overrides(image_size: int, vision_tower: str | None = None) -> list[st
     pretrained tower (whose own config then replaces MODEL's vision) or random weights."""
     arch = [o.replace("image_size: 32", f"image_size: {image_size}") for o in MODEL]
     return arch + ([f"weights.vision_tower={vision_tower}"] if vision_tower else RANDOM_TOWER)
+
+
+def check_tower_size(tower: str, image_size: int) -> None:
+    """The tower's own architecture replaces MODEL's vision: its input size must be --image-size."""
+    from exo2ego_edge.train.stages import load_config
+
+    folder = load_config("egosim-tiny", [f"weights.vision_tower={tower}"]).weights.folder("vision_tower")
+    size = json.loads((folder / "config.json").read_text())["image_size"]
+    if size != image_size:
+        sys.exit(f"--vision-tower {tower} takes {size} px frames: pass --image-size {size}")
 
 
 @dataclass
@@ -124,7 +138,7 @@ def prepare_data(world: Path, work: Path, takes: int, seed: int) -> tuple[list[s
 
 
 def train_and_score(v: Variant, seed: int, clips: list[str], suite, frames, work: Path, threads: int = 1,
-                    model: list[str] = MODEL) -> dict:
+                    image_size: int = 64, tower: str | None = None) -> dict:
     """One run: train the variant, score its student on EgoSim-Bench; cached in WORK/results."""
     from exo2ego_edge.train.scoring import TorchScorer, score_suite
     from exo2ego_edge.train.trainer import run_training
@@ -132,11 +146,16 @@ def train_and_score(v: Variant, seed: int, clips: list[str], suite, frames, work
     name = f"{v.key}_seed{seed}"
     cached = work / "results" / f"{name}.json"
     if cached.is_file():
-        return json.loads(cached.read_text())
+        record = json.loads(cached.read_text())
+        if record.get("vision_tower") != tower:  # the cache is keyed by variant and seed only
+            sys.exit(f"{cached} was trained with vision tower {record.get('vision_tower')}, not {tower}: "
+                     "give each tower its own --work")
+        return record
     out = work / "runs" / name
     overrides = [f"data.clips=[{','.join(clips)}]", f"run.output_dir={out}", f"run.seed={seed}",
                  "run.eval_samples=0", f"run.threads={threads}", "run.progress_bar=false", "run.log_every=40", "run.checkpoint_every=1000",
-                 f"data.cache_dir={work / 'frame_cache'}", "model.preset=egosim-tiny", *model, *v.overrides]
+                 f"data.cache_dir={work / 'frame_cache'}", "model.preset=egosim-tiny",
+                 *model_overrides(image_size, tower), *v.overrides]
     t0 = time.perf_counter()
     student = run_training("egosim-tiny", stages=v.stages, overrides=overrides, resume=out.exists())
     train_s = time.perf_counter() - t0
@@ -147,7 +166,7 @@ def train_and_score(v: Variant, seed: int, clips: list[str], suite, frames, work
             steps[stage] = json.loads(summary.read_text())["steps"]
     t0 = time.perf_counter()
     result = score_suite(TorchScorer.from_checkpoint(student), suite, frames=frames)
-    record = {"run": name, "variant": v.key, "label": v.label, "seed": seed, "stages": v.stages,
+    record = {"run": name, "variant": v.key, "label": v.label, "seed": seed, "stages": v.stages, "vision_tower": tower,
               "steps": steps, "total_steps": sum(steps.values()), "train_seconds": round(train_s, 1),
               "eval_seconds": round(time.perf_counter() - t0, 1), "student": str(student), **result.to_dict()}
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -236,7 +255,8 @@ def verdict(agg: dict) -> str:
     return "\n".join(lines)
 
 
-def quantization(best_student: Path, suite, frames, work: Path, results: Path = RESULTS) -> dict:
+def quantization(best_student: Path, suite, frames, work: Path, results: Path = RESULTS,
+                 name: str = "egosim_quantization") -> dict:
     """The same student as PyTorch, FP32 bundle and INT8 bundle, on the same EgoSim-Bench."""
     from exo2ego_edge.export.pipeline import export_bundle
     from exo2ego_edge.train.scoring import BundleScorer, TorchScorer, score_suite
@@ -276,9 +296,9 @@ def quantization(best_student: Path, suite, frames, work: Path, results: Path = 
               "and one question sample: treat differences under ~2 points per task as noise.",
               f"Wall time {time.perf_counter() - t0:.0f} s (exports included).", ""]
     results.mkdir(parents=True, exist_ok=True)
-    (results / "egosim_quantization.md").write_text("\n".join(lines))
+    (results / f"{name}.md").write_text("\n".join(lines))
     data = {k: r.to_dict() for k, r in rows.items()}
-    (results / "egosim_quantization.json").write_text(json.dumps({"student": str(best_student), "rows": data,
+    (results / f"{name}.json").write_text(json.dumps({"student": str(best_student), "rows": data,
                                                                    "int8_minus_fp32": gaps}, indent=2) + "\n")
     return data
 
@@ -319,7 +339,10 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     clips, suite_dir = prepare_data(args.world, args.work, args.takes, args.data_seed)
     tower = args.vision_tower
-    name = "central_experiment_pretrained_tower" if tower else "central_experiment"
+    if tower:
+        check_tower_size(tower, args.image_size)
+    suffix = "_pretrained_tower" if tower else ""
+    name = f"central_experiment{suffix}"
     from exo2ego_edge.train.bench_questions import read_suite
 
     suite = read_suite(suite_dir)
@@ -330,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         seeds = range(args.seeds) if key in ("a", "b") else range(1)
         for seed in seeds:
             records.append(train_and_score(all_variants[key], seed, clips, suite, frames, args.work, args.threads,
-                                           model_overrides(args.image_size, tower)))
+                                           args.image_size, tower))
     agg = aggregate(records)
     counts = {t: len(q) for t, q in suite.items()}
     meta = {
@@ -355,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("wrote %s\n%s", args.results / f"{name}.md", meta["verdict"])
     if args.quantization and "b" in agg:
         best = max((r for r in records if r["variant"] == "b"), key=lambda r: r["average"])
-        quantization(Path(best["student"]), suite, frames, args.work, args.results)
+        quantization(Path(best["student"]), suite, frames, args.work, args.results, f"egosim_quantization{suffix}")
     log.info("total wall time %.1f min", (time.perf_counter() - began) / 60)
 
 

@@ -187,7 +187,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# Export benchmark: vision graph on ONNX Runtime CPU",
         "",
-        f"Machine: {report['machine']}, int8-relevant ISA: {', '.join(report.get('int8_isa') or ['?'])}; ORT {report['onnxruntime']}, torch {report['torch']}, "
+        f"Machine: {report['machine']}, int8-relevant ISA: {_isa_text(report.get('int8_isa'))}; ORT {report['onnxruntime']}, torch {report['torch']}, "
         f"{report['threads']} threads. Random weights. p50/p90/p99 over {report['results'][0]['iters']} "
         "interleaved iterations; ratio = FP32-ONNX p50 / variant p50 (same run).",
         "",
@@ -265,12 +265,20 @@ def _cpu_info(field: str) -> str:
 
 # The instructions ONNX Runtime's int8 GEMMs (MLAS) gain from: without a dot-product instruction
 # (AVX2 only) an int8 multiply-add is not much cheaper than a float one, which caps INT8 speed-up.
-INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+# x86 lists them under "flags", Arm (a Jetson's Cortex-A78AE: asimddp, i8mm) under "Features".
+INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
-def int8_isa() -> list[str]:
-    flags = set(_cpu_info("flags").split())
-    return [f for f in INT8_ISA if f in flags]
+def _isa_text(isa: list[str] | None) -> str:
+    if isa is None:
+        return "unknown"
+    return ", ".join(isa) or f"none of {', '.join(INT8_ISA)}"
+
+
+def int8_isa() -> list[str] | None:
+    """The INT8_ISA entries this CPU has; None where /proc/cpuinfo does not say."""
+    flags = set((_cpu_info("flags") or _cpu_info("Features")).split())
+    return [f for f in INT8_ISA if f in flags] if flags else None
 
 
 if __name__ == "__main__":

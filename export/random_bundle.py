@@ -95,7 +95,7 @@ def random_student_checkpoint(cfg: ModelConfig, folder: str | Path, seed: int = 
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    model = Exo2Ego(dataclasses.replace(cfg), student=True).eval()
+    model = Exo2Ego(cfg, student=True).eval()
     model.save_pretrained(folder, random_weights=True, seed=seed, preset=cfg.name)
     padded_tokenizer(cfg).save(folder / "tokenizer.json")
     return folder

@@ -89,6 +89,8 @@ def test_model_overrides_shape_the_tower_as_they_shape_the_training_run(tmp_path
 @pytest.mark.parametrize("args, message", [
     (["--takes", "1"], "--overwrite"),  # --out exists
     (["--overwrite", "run.seed=1"], "only model.* overrides"),
+    (["--overwrite", "model.preset=edge-0.5b"], "through --preset"),
+    (["--overwrite", "--preset", "nope"], "--preset 'nope' is not one of"),
 ])
 def test_pretrain_tower_refuses_bad_input_in_one_line(tmp_path, capsys, args, message):
     (tmp_path / "t").mkdir()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from exo2ego_edge.config import PRESETS
 from exo2ego_edge.errors import UserError
 
 
@@ -91,9 +92,11 @@ def pretrain_tower(out: str, preset: str, takes: int, val_takes: int, steps: int
     from exo2ego_edge.train.tower_pretrain import TowerPretrainConfig
     from exo2ego_edge.train.tower_pretrain import pretrain_tower as run
 
-    other = [o for o in overrides if not o.startswith("model.")]
+    other = [o for o in overrides if not o.startswith("model.") or o.startswith("model.preset=")]
     if other:
-        raise UserError(f"pretrain-tower takes only model.* overrides (got '{other[0]}')")
+        raise UserError(f"pretrain-tower takes only model.* overrides, the preset through --preset (got '{other[0]}')")
+    if preset not in PRESETS:
+        raise UserError(f"--preset '{preset}' is not one of: {', '.join(PRESETS)}")
     model = apply_overrides({"model": {"preset": preset}}, overrides)["model"]
     cfg = TowerPretrainConfig(model=model, takes=takes, val_takes=val_takes, steps=steps,
                               batch_size=batch_size, seed=seed, workers=workers)
