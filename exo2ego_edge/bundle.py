@@ -178,7 +178,7 @@ def read_manifest(bundle: str | Path) -> Manifest:
     bundle = Path(bundle)
     path = bundle / MANIFEST
     if not bundle.is_dir():
-        raise BundleError(f"{bundle}: no such bundle folder")
+        raise BundleError(f"{bundle}: {'a file, not a bundle folder' if bundle.exists() else 'no such bundle folder'}")
     if not path.is_file():
         raise BundleError(f"{bundle}: not a bundle (manifest.json missing)")
     try:
@@ -188,7 +188,9 @@ def read_manifest(bundle: str | Path) -> Manifest:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise BundleError(f"{path}: not an exo2ego-edge bundle manifest")
     version = raw.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{path}: format_version must be an integer (got {version!r})")
+    if version > FORMAT_VERSION:
         raise BundleError(
             f"{bundle}: bundle format {version} is newer than this exo2ego-edge reads "
             f"({FORMAT_VERSION}); upgrade exo2ego-edge or re-export with this version"

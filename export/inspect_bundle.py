@@ -23,13 +23,19 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 
 def format_manifest(folder: str | Path) -> str:
+    return inspect_bundle(folder)[0]
+
+
+def inspect_bundle(folder: str | Path) -> tuple[str, str | None]:
+    """The manifest as a table, and why the bundle's files fail their sha256 check (None: intact)."""
     folder = Path(folder)
     m = read_manifest(folder)
     try:
         verify_files(folder, m)
-        integrity = "ok (every sha256 matches)"
+        problem, integrity = None, "ok (every sha256 matches)"
     except BundleError as e:
-        integrity = f"FAILED: {e}"
+        problem = str(e)
+        integrity = f"FAILED: {problem}"
     cfg = m.model
     lines = [
         f"bundle     {folder}",
@@ -78,8 +84,22 @@ def format_manifest(folder: str | Path) -> str:
         level = pv.get("ort_graph_optimization")
         lines += [
             f"exporter   {pv.get('exporter')} via {pv.get('onnx_exporter')}, opset {pv.get('opset')}, {pv.get('created')}",
+            f"scheme     {_scheme(pv.get('options', {}))}",
             "graphs     " + (f"ONNX Runtime-optimized for CPU ({level} level)" if level else "as exported"),
             f"checkpoint {pv.get('checkpoint')} (sha256 {str(pv.get('checkpoint_sha256'))[:16]}...)",
             f"libraries  {libs}",
         ]
-    return "\n".join(lines)
+    return "\n".join(lines), problem
+
+
+def _scheme(o: dict) -> str:
+    """How the precisions were made: the target decides what "int8" means."""
+    text = f"--{o.get('precision')} --target {o.get('target')}"
+    if o.get("precision") in ("int8", "int4"):
+        if o.get("target") == "cpu":
+            text += f": weight-only decoder, vision activations {o.get('cpu_activations')}"
+        else:
+            text += ": explicit Q/DQ, per-channel weights"
+        if o.get("calib_data"):
+            text += f", calibrated ({o.get('calib_method')}) on {o.get('calib_samples')} clips of {o.get('calib_data')}"
+    return text

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exo2ego_edge.atomic import atomic_dir
-from exo2ego_edge.bundle import LOGITS_TO_KEEP, GraphSpec, Manifest, TensorSpec, write_manifest
+from exo2ego_edge.bundle import LOGITS_TO_KEEP, MANIFEST, GraphSpec, Manifest, TensorSpec, write_manifest
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
 from exo2ego_edge.export.bundle_writer import make_manifest, provenance
@@ -93,13 +94,15 @@ class ExportOptions:
             out.append(f"calibration method '{self.calib_method}' is not one of {', '.join(quantize.CALIBRATION_METHODS)}")
         if self.opset < 17:
             out.append(f"opset {self.opset} < 17 (LayerNormalization needs 17)")
-        for name in ("calib_samples", "parity_samples", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                out.append(f"{name.replace('_', '-')} must be >= 1")
+        for name in ("calib_samples", "parity_samples", "max_new_tokens", "max_frames", "max_seq"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                out.append(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
         for name in ("calib_data", "eval_data"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
-                out.append(f"{name.replace('_', '-')} {path}: no such file")
+                out.append(f"--{name.replace('_', '-')} {path}: no such file")
+
         if self.dla_core is not None and not self.trt:
             out.append("--dla-core needs --trt")
         if self.trt and self.target == "cpu":
@@ -115,6 +118,29 @@ class ExportResult:
     out: Path
     manifest: Manifest
     timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def check_out(out: Path, checkpoint: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an --out that cannot be written or whose replacement would destroy
+    something that is not a bundle (--overwrite removes the old folder)."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--out {out}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK):
+                raise UserError(f"--out {out}: {parent} is not writable")
+            break
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a bundle folder")
+    if not overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it")
+    resolved = out.resolve()
+    if resolved == checkpoint.resolve() or resolved in checkpoint.resolve().parents:
+        raise UserError(f"--out {out} holds the checkpoint {checkpoint}: write the bundle to another folder")
+    if any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise UserError(f"--out {out} is a folder but not a bundle (no {MANIFEST}); --overwrite replaces bundles only")
 
 
 # --- the builders -------------------------------------------------------------------------------
@@ -304,8 +330,14 @@ def export_bundle(
     if problems:
         raise UserError("export: " + "; ".join(problems))
     checkpoint, out = Path(checkpoint), Path(out)
-    if out.exists() and not opts.overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite to replace it")
+    check_out(out, checkpoint, opts.overwrite)
+    calibrated = opts.precision in ("int8", "int4") and (opts.target != "cpu" or opts.cpu_activations == "static")
+    if opts.calib_data is not None and not calibrated:
+        log.warning("--calib-data is not used: only INT8 with calibrated activations reads it "
+                    "(--target cuda/tensorrt, or --cpu-activations static)")
+    if calibrated and opts.target == "cpu" and opts.calib_data is None:
+        log.warning("--cpu-activations static without --calib-data calibrates on random frames: "
+                    "pass --calib-data CLIPS.jsonl to calibrate on real ego frames")
     if opts.trt:
         from exo2ego_edge.export.tensorrt_build import require_tensorrt
 
@@ -331,6 +363,8 @@ def export_bundle(
         # The runtime samples num_frames per clip: a smaller limit would make every clip unanswerable.
         raise UserError(f"--max-frames {opts.max_frames} is below the model's {cfg.num_frames} frames per clip")
     max_frames = opts.max_frames or cfg.num_frames
+    if opts.max_seq is not None and opts.max_seq > cfg.llm.max_position_embeddings:
+        raise UserError(f"--max-seq {opts.max_seq} is above the LLM's {cfg.llm.max_position_embeddings} positions")
     max_seq = opts.max_seq or min(cfg.llm.max_position_embeddings, 4096)
     t = done("load", t)
     with (torch.no_grad(), tempfile.TemporaryDirectory(prefix="exo2ego-export-") as work_dir,

@@ -120,6 +120,9 @@ class Runtime:
         """
         bundle = Path(bundle)
         manifest = load_manifest(bundle, verify=verify)
+        if manifest.parity and not manifest.parity.get("passed", True):
+            log.warning("%s failed its parity check at export and was kept with --force (%s): its answers may "
+                        "differ from the PyTorch student's", bundle, "; ".join(manifest.parity.get("failures", [])))
         if backend not in BACKENDS:
             raise BackendError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
         if backend == "auto":

@@ -102,6 +102,18 @@ def test_cli_writes_json_and_markdown(tiny_bundle, small_clip, tmp_path):
     assert md.read_text().startswith("# Benchmark")
 
 
+def test_cli_defaults_to_frame_counts_the_bundle_takes_and_fails_when_nothing_ran(tiny_bundle, small_clip, tmp_path):
+    from exo2ego_edge.cli import cli
+    from exo2ego_edge.errors import UserError
+
+    args = ["bench", "--bundle", str(tiny_bundle), "--runs", "1", "--warmup", "0", "--new-tokens", "2",
+            "--no-roofline", "--video", str(small_clip), "--json", str(tmp_path / "b.json")]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert [r["frames"] for r in json.loads((tmp_path / "b.json").read_text())["results"]] == [4]  # its max_frames
+    result = CliRunner().invoke(cli, [*args, "--frames", "8,16"])
+    assert isinstance(result.exception, UserError) and "nothing was measured" in str(result.exception)
+
+
 def test_cli_refuses_ambiguous_input():
     from exo2ego_edge.cli import cli
 

@@ -17,6 +17,7 @@ import torch
 from click.testing import CliRunner
 from video_fixtures import write_test_mp4
 
+from exo2ego_edge.assets import SHIPPED_STUDENT
 from exo2ego_edge.bundle import MANIFEST, BundleError, load_manifest
 from exo2ego_edge.cli import cli
 from exo2ego_edge.errors import UserError
@@ -29,6 +30,8 @@ from exo2ego_edge.model import load_student
 from exo2ego_edge.export.tensorrt_build import keep_last_logits
 from exo2ego_edge.runtime import Runtime
 from exo2ego_edge.runtime.video import decode_clip
+from exo2ego_edge.train.clips import split_clip_files
+from exo2ego_edge.train.simulator import synthesize_world
 
 FLOAT_ONLY_OPS = {"Add", "LayerNormalization", "SimplifiedLayerNormalization", "Softmax"}
 
@@ -251,6 +254,20 @@ def test_gpu_int8_qdq_only_around_weight_matmuls(work, checkpoint, clips):
     assert load_manifest(out).parity["passed"]
 
 
+def test_the_shipped_student_keeps_parity_under_gpu_qdq(tmp_path):
+    """On simulator ego clips, as a user exports it. Its patch embedding stays float: int8 pixels
+    alone took the visual-token cosine to 0.989 (min 0.90) and failed the gate."""
+    synthesize_world(tmp_path / "world", takes=3, seed=1, size=64, val_frac=0.34, jobs=1, progress=False)
+    train, val = split_clip_files(tmp_path / "world", tmp_path / "clips")
+    out = export_bundle(SHIPPED_STUDENT, tmp_path / "b", "int8", "tensorrt", calib_data=train, eval_data=val).out
+    parity = load_manifest(out).parity
+    assert parity["passed"] and parity["visual_cosine_min"] > 0.98, parity
+    model = onnx.load(str(out / "vision.onnx"))
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    (patch,) = [n for n in model.graph.node if n.name in quantize.pixel_matmuls(model)]
+    assert producers.get(patch.input[0]) != "DequantizeLinear"
+
+
 def test_fp16_and_int4_bundles(work, checkpoint, clips):
     fp16 = export_bundle(checkpoint, work / "fp16", "fp16", eval_data=clips, parity_samples=2)
     assert fp16.manifest.graphs["decoder"].inputs[0].dtype == "float16"
@@ -282,7 +299,7 @@ def test_tampered_file_and_newer_format_are_refused(fp32_bundle, tmp_path):
     assert load_manifest(newer).embedding_scales is None
 
 
-def test_parity_failure_writes_nothing_unless_forced(work, checkpoint):
+def test_parity_failure_writes_nothing_unless_forced(work, checkpoint, caplog):
     impossible = ParityThresholds(visual_cosine_mean=1.5)
     out = work / "failing"
     with pytest.raises(UserError, match="parity check failed"):
@@ -290,11 +307,51 @@ def test_parity_failure_writes_nothing_unless_forced(work, checkpoint):
     assert not out.exists() and not list(work.glob(".failing.*"))
     kept = export_bundle(checkpoint, out, "fp32", thresholds=impossible, parity_samples=1, force=True)
     assert load_manifest(out).parity["passed"] is False and not kept.manifest.parity_passed
+    with caplog.at_level("WARNING"):
+        Runtime.load(out)
+    assert "failed its parity check" in caplog.text  # the runtime says so before answering
 
 
 def test_existing_bundle_needs_overwrite(fp32_bundle, checkpoint):
     with pytest.raises(UserError, match="--overwrite"):
         export_bundle(checkpoint, fp32_bundle, "fp32")
+
+
+def test_overwrite_replaces_bundles_only(checkpoint, tmp_path):
+    """--overwrite removes the old folder: never the checkpoint, a folder of other files, or a file."""
+    shutil.copytree(checkpoint, tmp_path / "ckpt")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    (tmp_path / "file").write_text("mine")
+    cases = {tmp_path / "ckpt": "holds the checkpoint", tmp_path: "holds the checkpoint",
+             tmp_path / "notes": "not a bundle", tmp_path / "file": "is a file",
+             tmp_path / "file" / "bundle": "is a file, not a folder"}
+    for out, message in cases.items():
+        with pytest.raises(UserError, match=message):
+            export_bundle(tmp_path / "ckpt", out, "fp32", overwrite=True)
+    assert (tmp_path / "ckpt" / "model.safetensors").is_file() and (tmp_path / "notes" / "keep.txt").is_file()
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fp16", "--int8"], "--fp16 and --int8 exclude each other"),
+    (["--max-seq", "-5"], "--max-seq must be >= 1 (got -5)"),
+    (["--max-seq", "99999"], "--max-seq 99999 is above the LLM's"),
+    (["--calib-samples", "0"], "--calib-samples must be >= 1 (got 0)"),
+])
+def test_cli_refuses_bad_options_in_one_line(checkpoint, tmp_path, args, message):
+    result = CliRunner().invoke(cli, ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "b"), *args])
+    assert isinstance(result.exception, UserError) and not (tmp_path / "b").exists()  # main(): one line, exit 2
+    assert message in str(result.exception), result.exception
+
+
+def test_inspect_exits_nonzero_when_a_file_is_tampered(fp32_bundle, tmp_path):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(fp32_bundle, tampered)
+    (tampered / "vision.onnx").write_bytes((tampered / "vision.onnx").read_bytes()[:-1])
+    result = CliRunner().invoke(cli, ["export", "inspect", str(tampered)])
+    assert result.exit_code == 1 and "integrity  FAILED" in result.output
+    assert CliRunner().invoke(cli, ["export", "inspect", str(fp32_bundle)]).exit_code == 0
 
 
 def test_invalid_options_are_collected_into_one_line(checkpoint, tmp_path):

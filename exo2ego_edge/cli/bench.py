@@ -15,7 +15,12 @@ import click
 from exo2ego_edge.errors import UserError
 
 
-def _frame_list(ctx, param, value: str) -> list[int]:
+DEFAULT_FRAMES = (8, 16)
+
+
+def _frame_list(ctx, param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
     try:
         frames = [int(x) for x in value.split(",") if x.strip()]
     except ValueError:
@@ -36,7 +41,8 @@ def _frame_list(ctx, param, value: str) -> list[int]:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True,
               help="ONNX Runtime provider for --backend ort.")
 @click.option("--threads", type=int, help="Intra-op threads (default: ONNX Runtime's choice).")
-@click.option("--frames", default="8,16", show_default=True, callback=_frame_list, help="Frame counts to sweep.")
+@click.option("--frames", callback=_frame_list,
+              help="Frame counts to sweep [8,16, those the bundle accepts; else its max frames].")
 @click.option("--prompt-tokens", type=int, default=32, show_default=True, help="Question tokens after the video.")
 @click.option("--new-tokens", type=int, default=32, show_default=True, help="Answer tokens (stop token ignored).")
 @click.option("--runs", type=int, default=10, show_default=True)
@@ -49,7 +55,7 @@ def _frame_list(ctx, param, value: str) -> list[int]:
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as Markdown.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG chart (needs matplotlib).")
 def bench(bundle: Path | None, preset: str | None, precision: str, llm_layers: int | None, cache_dir: Path | None,
-          backend: str, device: str, threads: int | None, frames: list[int], prompt_tokens: int, new_tokens: int,
+          backend: str, device: str, threads: int | None, frames: list[int] | None, prompt_tokens: int, new_tokens: int,
           runs: int, warmup: int, video: str | None, no_roofline: bool, os_reserve_gb: float,
           json_path: Path | None, md_path: Path | None, plot_path: Path | None) -> None:
     """Latency benchmark of a bundle: per-stage p50/p90/p99, tokens/s, frames/s, memory, power,
@@ -64,15 +70,21 @@ def bench(bundle: Path | None, preset: str | None, precision: str, llm_layers: i
     if (bundle is None) == (preset is None):
         raise UserError("bench needs exactly one of --bundle or --preset")
     if bundle is None:
+        frames = frames or list(DEFAULT_FRAMES)
         bundle = _build_preset(preset, precision, llm_layers, cache_dir, max(frames))
+    elif frames is None:
+        from exo2ego_edge.bundle import read_manifest
+
+        most = read_manifest(bundle).decoder.max_frames
+        frames = [f for f in DEFAULT_FRAMES if f <= most] or [most]
     config = bench_harness.BenchConfig(
         frames=frames, prompt_tokens=prompt_tokens, new_tokens=new_tokens, runs=runs, warmup=warmup,
         backend=backend, device=device, threads=threads, video=video, roofline=not no_roofline,
         os_reserve_bytes=int(os_reserve_gb * 2**30),
     )
     total = len(frames) * (runs + warmup)
-    with click.progressbar(length=total, label="bench", file=sys.stderr,
-                           show_pos=True) as bar:
+    with click.progressbar(length=total, label="bench", file=sys.stderr, show_pos=True,
+                           hidden=not sys.stderr.isatty()) as bar:
         last = [0]
 
         def tick(done: int) -> None:
@@ -91,6 +103,10 @@ def bench(bundle: Path | None, preset: str | None, precision: str, llm_layers: i
     if plot_path:
         bench_harness.plot(report, plot_path)
     click.echo(markdown)
+    skipped = [r for r in report["results"] if "skipped" in r]
+    if len(skipped) == len(report["results"]):
+        reasons = "; ".join(f"{r['frames']} frames: {r['skipped']}" for r in skipped)
+        raise UserError(f"nothing was measured ({reasons})")
 
 
 def _build_preset(preset: str, precision: str, llm_layers: int | None, cache_dir: Path | None, max_frames: int) -> Path:

@@ -16,9 +16,9 @@ from exo2ego_edge.errors import UserError
 @click.group(name="export", invoke_without_command=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Student checkpoint folder.")
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle folder to write.")
-@click.option("--fp16", "precision", flag_value="fp16", help="Float16 graphs (norms/softmax kept fp32).")
-@click.option("--int8", "precision", flag_value="int8", help="INT8: weights (CPU) or explicit Q/DQ (GPU targets).")
-@click.option("--int4", "precision", flag_value="int4", help="INT4 block-wise decoder weights (MatMulNBits); vision INT8.")
+@click.option("--fp16", is_flag=True, help="Float16 graphs (norms/softmax kept fp32).")
+@click.option("--int8", is_flag=True, help="INT8: weights (CPU) or explicit Q/DQ (GPU targets).")
+@click.option("--int4", is_flag=True, help="INT4 block-wise decoder weights (MatMulNBits); vision INT8.")
 @click.option("--target", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
               help="Where the bundle runs: decides the INT8 scheme.")
 @click.option("--calib-data", type=click.Path(path_type=Path), help="Clips JSONL (ego_video/start/end) for calibration.")
@@ -36,7 +36,8 @@ from exo2ego_edge.errors import UserError
 @click.option("--force", is_flag=True, help="Keep the bundle (marked failed) when parity is below thresholds.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle folder.")
 @click.pass_context
-def export(ctx: click.Context, checkpoint: Path | None, out: Path | None, precision: str | None, **options) -> None:
+def export(ctx: click.Context, checkpoint: Path | None, out: Path | None, fp16: bool, int8: bool, int4: bool,
+           **options) -> None:
     """Export a student checkpoint to a bundle: ONNX graphs, INT8/FP16/INT4, TensorRT engines.
 
     \b
@@ -50,9 +51,12 @@ def export(ctx: click.Context, checkpoint: Path | None, out: Path | None, precis
     missing = [name for name, v in (("--checkpoint", checkpoint), ("--out", out)) if v is None]
     if missing:
         raise UserError(f"export needs {' and '.join(missing)} (or: exo2ego-edge export inspect BUNDLE)")
+    chosen = [name for name, on in (("fp16", fp16), ("int8", int8), ("int4", int4)) if on]
+    if len(chosen) > 1:
+        raise UserError(f"--{' and --'.join(chosen)} exclude each other: pick one precision (default fp32)")
     from exo2ego_edge.export.pipeline import export_bundle
 
-    result = export_bundle(checkpoint, out, precision or "fp32", **options)
+    result = export_bundle(checkpoint, out, chosen[0] if chosen else "fp32", **options)
     p = result.manifest.parity
     status = "passed" if p.get("passed") else "FAILED (kept with --force)"
     click.echo(
@@ -64,7 +68,14 @@ def export(ctx: click.Context, checkpoint: Path | None, out: Path | None, precis
 @export.command(name="inspect")
 @click.argument("bundle", type=click.Path(path_type=Path))
 def inspect_(bundle: Path) -> None:
-    """Print a bundle's manifest as a table: graphs, precisions, sizes, parity, provenance."""
-    from exo2ego_edge.export.inspect_bundle import format_manifest
+    """Print a bundle's manifest as a table: graphs, precisions, sizes, parity, provenance.
 
-    click.echo(format_manifest(bundle))
+    Exits 1 when a file is missing or does not match its sha256 (the table is printed first).
+    """
+    from exo2ego_edge.export.inspect_bundle import inspect_bundle
+
+    table, problem = inspect_bundle(bundle)
+    click.echo(table)
+    if problem:
+        click.echo(f"error: integrity check failed: {problem}", err=True)
+        raise click.exceptions.Exit(1)
