@@ -146,6 +146,7 @@ def build_random_bundle(
             return out
         except BundleError as e:
             log.warning("cached bundle %s is unusable (%s); rebuilding", out, e)
+            shutil.rmtree(out)  # our own cache entry: export's --overwrite replaces only sound bundles
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="random-ckpt-", dir=out.parent) as tmp:
         checkpoint = random_student_checkpoint(cfg, Path(tmp) / "checkpoint", seed)

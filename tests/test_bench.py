@@ -136,3 +136,13 @@ def test_bench_runs_without_torch(tiny_bundle, small_clip, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads((tmp_path / "o.json").read_text())
     assert bench_harness.schema_problems(data) == []
+
+
+def test_a_damaged_cached_bundle_is_rebuilt(tmp_path):
+    from exo2ego_edge.bundle import load_manifest
+    from exo2ego_edge.export.random_bundle import build_random_bundle
+
+    first = build_random_bundle("egosim-tiny", "fp32", cache_dir=tmp_path, max_frames=4)
+    (first / "manifest.json").unlink()  # e.g. a user tidied the cache by hand
+    again = build_random_bundle("egosim-tiny", "fp32", cache_dir=tmp_path, max_frames=4)
+    assert again == first and load_manifest(again, verify=True)
