@@ -30,3 +30,17 @@ def test_console_script_prints_user_errors_as_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_quick_demo_runs_every_step_on_the_shipped_student(tmp_path):
+    """`demo --quick` end to end on a small world: its numbered steps, a bundle that passed parity,
+    streamed answers and a benchmark (make demo runs the same steps with training in front)."""
+    import re
+
+    from exo2ego_edge.bundle import load_manifest
+
+    result = CliRunner().invoke(cli, ["demo", "--quick", "--takes", "4", "--questions", "1", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert re.findall(r"^\[(\d)/(\d)\]", result.output, re.M) == [(str(i), "6") for i in range(1, 7)]
+    assert load_manifest(tmp_path / "d" / "bundle-int8").parity["passed"]
+    assert "answer:" in result.output and "decode_per_token" in result.output

@@ -46,21 +46,15 @@ class DemoPaths:
         return self.root / "bench"
 
 
-class Steps:
+def run_steps(steps: list[tuple[str, Callable[[], str]]]) -> None:
     """Numbered, timed steps that say what they did and where the output is."""
-
-    def __init__(self, total: int):
-        self.total, self.done, self.began = total, 0, time.perf_counter()
-
-    def run(self, title: str, fn: Callable[[], str]) -> None:
-        self.done += 1
-        click.secho(f"\n[{self.done}/{self.total}] {title}", bold=True)
+    began = time.perf_counter()
+    for number, (title, fn) in enumerate(steps, 1):
+        click.secho(f"\n[{number}/{len(steps)}] {title}", bold=True)
         t = time.perf_counter()
         where = fn()
         click.echo(f"    done in {time.perf_counter() - t:.1f} s -> {where}")
-
-    def finish(self) -> None:
-        click.secho(f"\ndemo finished in {time.perf_counter() - self.began:.0f} s", bold=True)
+    click.secho(f"\ndemo finished in {time.perf_counter() - began:.0f} s", bold=True)
 
 
 def _synthesize(p: DemoPaths, takes: int, seed: int) -> str:
@@ -185,17 +179,17 @@ def demo(out: Path, quick: bool, takes: int | None, config: str, questions: int,
     if quick and not (SHIPPED_STUDENT / "config.json").is_file():
         raise UserError(f"no shipped student at {SHIPPED_STUDENT}; run the demo without --quick")
     p = DemoPaths(out)
-    steps = Steps(7 if quick else 8)
     student = SHIPPED_STUDENT if quick else p.run / "student"
     # The shipped student was trained on a world of another seed (benchmarks/ship_student.py), so
     # with --quick every take here is new to it.
-    steps.run("Synthesize a simulated Ego-Exo4D world", lambda: _synthesize(p, takes or (24 if quick else 120), seed))
-    steps.run("Build Ego-ExoClip pairs and instructions", lambda: _build_clips(p))
-    if not quick:
-        steps.run(f"Train the egosim-tiny student (init -> stage 1 -> 2 -> 3, config {config})",
-                  lambda: _train(p, config))
-    steps.run("Evaluate the student on held-out ego clips (PyTorch)", lambda: _evaluate(p, student))
-    steps.run("Export with --int8 and inspect the bundle", lambda: _export(p, student))
-    steps.run("Answer questions on held-out ego clips with the INT8 bundle (streamed)", lambda: _ask(p, questions))
-    steps.run("Benchmark the bundle", lambda: _bench(p))
-    steps.finish()
+    train = [] if quick else [(f"Train the egosim-tiny student (init -> stage 1 -> 2 -> 3, config {config})",
+                               lambda: _train(p, config))]
+    run_steps([
+        ("Synthesize a simulated Ego-Exo4D world", lambda: _synthesize(p, takes or (24 if quick else 120), seed)),
+        ("Build Ego-ExoClip pairs and instructions", lambda: _build_clips(p)),
+        *train,
+        ("Evaluate the student on held-out ego clips (PyTorch)", lambda: _evaluate(p, student)),
+        ("Export with --int8 and inspect the bundle", lambda: _export(p, student)),
+        ("Answer questions on held-out ego clips with the INT8 bundle (streamed)", lambda: _ask(p, questions)),
+        ("Benchmark the bundle", lambda: _bench(p)),
+    ])
