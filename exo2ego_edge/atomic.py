@@ -9,6 +9,20 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from exo2ego_edge.errors import UserError
+
+
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Refuse, before any work, a ``path`` whose nearest existing ancestor is a file or read-only
+    (``what`` names it to the user, e.g. "--out x")."""
+    for parent in Path(path).absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{what}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK):
+                raise UserError(f"{what}: {parent} is not writable")
+            return
+
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator:

@@ -180,6 +180,9 @@ def read_manifest(bundle: str | Path) -> Manifest:
     if not bundle.is_dir():
         raise BundleError(f"{bundle}: {'a file, not a bundle folder' if bundle.exists() else 'no such bundle folder'}")
     if not path.is_file():
+        if (bundle / "config.json").is_file() and (bundle / "model.safetensors").is_file():
+            raise BundleError(f"{bundle} is a checkpoint, not a bundle: export it first "
+                              f"(exo2ego-edge export --checkpoint {bundle} --out BUNDLE --int8)")
         raise BundleError(f"{bundle}: not a bundle (manifest.json missing)")
     try:
         raw = json.loads(path.read_text())

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exo2ego_edge.atomic import atomic_dir
+from exo2ego_edge.atomic import atomic_dir, check_writable
 from exo2ego_edge.bundle import LOGITS_TO_KEEP, MANIFEST, GraphSpec, Manifest, TensorSpec, write_manifest
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
@@ -123,13 +122,7 @@ class ExportResult:
 def check_out(out: Path, checkpoint: Path, overwrite: bool) -> None:
     """Refuse, before any work, an --out that cannot be written or whose replacement would destroy
     something that is not a bundle (--overwrite removes the old folder)."""
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"--out {out}: {parent} is a file, not a folder")
-            if not os.access(parent, os.W_OK):
-                raise UserError(f"--out {out}: {parent} is not writable")
-            break
+    check_writable(out, f"--out {out}")
     if not out.exists():
         return
     if not out.is_dir():

@@ -210,9 +210,11 @@ def make_scorer(checkpoint: str | Path | None = None, bundle: str | Path | None 
     if (checkpoint is None) == (bundle is None):
         raise UserError("give exactly one of --checkpoint and --bundle")
     if checkpoint is not None:
-        if threads:
-            import torch
+        import torch
 
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda: PyTorch sees no CUDA GPU here (use --device cpu)")
+        if threads:
             torch.set_num_threads(threads)  # on shared cores 1 thread beat 2 by ~10x here (thrashing)
         return TorchScorer.from_checkpoint(checkpoint, device=device)
     return BundleScorer.from_bundle(bundle, device=device, threads=threads)

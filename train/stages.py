@@ -314,7 +314,10 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
                 raise UserError(f"override '{key}': '{p}' is not a section")
         try:
             node[parts[-1]] = yaml.safe_load(value)
-        except yaml.YAMLError:
+        except yaml.YAMLError as e:
+            if value.lstrip()[:1] in ("[", "{"):  # meant as a list / mapping: say why it is not one
+                raise UserError(f"override '{item}': not a valid YAML list or mapping "
+                                f"({' '.join(str(e).split())[:120]})") from None
             node[parts[-1]] = value
     return raw
 
@@ -482,9 +485,23 @@ def select_examples(stage: str, cfg: TrainConfig, sources, store) -> list:
     if stage == "init" and sc.balance_views:
         out = balance_views(out)
     if not out:
+        kinds = ("clips",) if stage in ("stage1", "stage2") else ("instructions",) if stage == "stage3" else ("clips", "instructions")
+        present = sorted({r.get("text_side", "all") for src in sources if src.kind in kinds
+                          for r in src.rows if r.get("split") == split})
+        keys = [f"{stage}.{f.name}" for f in dataclasses.fields(sc) if f.name.endswith("text_sides")]
         raise UserError(f"{stage}: no training rows selected from {', '.join(str(s.path) for s in sources)} "
-                        f"(split '{split}'; check data.* and {stage}.*text_sides)")
+                        f"(split '{split}': its rows' text sides are {present or 'none'}; {stage} takes those in "
+                        f"{', '.join(keys) or 'data.*'})")
     return out
+
+
+def check_stage_data(stage: str, cfg: TrainConfig, sources, store, world: int) -> None:
+    """Before any training: the stage selects rows, and enough for one batch on every process
+    (a problem found only when the stage starts would come after the earlier stages' work)."""
+    n, batch = len(select_examples(stage, cfg, sources, store)), cfg.stage(stage).batch_size
+    if n < world * batch:
+        raise UserError(f"{stage}: only {n} training examples for {stage}.batch_size={batch} on {world} "
+                        f"process(es): lower {stage}.batch_size or add data")
 
 
 def balance_views(examples: list) -> list:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from exo2ego_edge.atomic import atomic_dir, atomic_file
+from exo2ego_edge.atomic import atomic_dir, atomic_file, check_writable
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.model import Exo2Ego
 from exo2ego_edge.prompt import TextTokenizer, get_template, train_bpe
@@ -42,8 +42,8 @@ from exo2ego_edge.train.data import (
 from exo2ego_edge.train.evaluation import EvalResult, evaluate_doing, select_doing_rows
 from exo2ego_edge.train.losses import cycle_consistency, feature_kl
 from exo2ego_edge.train.stages import (
-    ENCODERS, SPECS, STAGE_ORDER, StageSpec, TrainConfig, add_lora, apply_trainable, group_of, load_config,
-    merge_lora, parse_stages, select_examples,
+    ENCODERS, SPECS, STAGE_ORDER, StageSpec, TrainConfig, add_lora, apply_trainable, check_stage_data, group_of,
+    load_config, merge_lora, parse_stages, select_examples,
 )
 
 log = logging.getLogger(__name__)
@@ -440,17 +440,22 @@ def _run(cfg: TrainConfig, names: list[str], resume: bool, vision_tower, llm, on
     import yaml
 
     out = Path(cfg.run.output_dir)
+    check_writable(out, f"run.output_dir={out}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"run.output_dir={out} is a file, not a folder")
+    if resume and not out.is_dir():
+        log.warning("--resume: %s does not exist yet, so the run starts from the beginning", out)
     if not resume:
         for s in names:
             if (out / s / "final").exists() or ckpt.list_checkpoints(out / s / "checkpoints"):
                 raise UserError(f"{out / s} already has results: pass --resume to continue the run, "
                                 f"or set run.output_dir to a new folder")
+    sources = load_sources(cfg.data.clips, cfg.data.instructions)  # bad data: no run folder yet
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_file(out / "run.yaml") as f:
             yaml.safe_dump({**cfg.to_dict(), "stages": names, "vision_tower": str(vision_tower or ""),
                             "llm": str(llm or "")}, f, sort_keys=False)
-    sources = load_sources(cfg.data.clips, cfg.data.instructions)
     tokenizer = _tokenizer(cfg, out, sources, llm, dist)
 
     first = names[0]
@@ -463,6 +468,9 @@ def _run(cfg: TrainConfig, names: list[str], resume: bool, vision_tower, llm, on
     dist_.barrier(dist)
     store = build_frame_store(sources, mc.num_frames, mc.vision.image_size, cache_dir, build=False, pool=pool)
     ctx = RunContext(cfg, dist, out, tokenizer, sources, store, on_step)
+    for stage in names:
+        if not (out / stage / "final").is_dir():
+            check_stage_data(stage, cfg, sources, store, dist.world)
 
     for stage in names:
         stage_dir = out / stage

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -47,6 +48,14 @@ for command in (data, pretrain_tower, train, export, run, bench, eval_, demo, do
     cli.add_command(command)
 
 
+def os_error_line(e: OSError) -> str:
+    """'PATH: reason', and why when a file stands where a folder was needed."""
+    if not e.filename:
+        return str(e)
+    hint = " (a file is in the way of a folder)" if isinstance(e, FileExistsError) and Path(e.filename).is_file() else ""
+    return f"{e.filename}: {e.strerror or e}{hint}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors become one line and a non-zero exit."""
     try:
@@ -63,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except OSError as e:  # disk full, permission denied, ...: the OS already said it in one line
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {os_error_line(e)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

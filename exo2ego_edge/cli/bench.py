@@ -40,7 +40,7 @@ def _frame_list(ctx, param, value: str | None) -> list[int] | None:
 @click.option("--backend", type=click.Choice(["auto", "ort", "tensorrt"]), default="auto", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True,
               help="ONNX Runtime provider for --backend ort.")
-@click.option("--threads", type=int, help="Intra-op threads (default: ONNX Runtime's choice).")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (default: ONNX Runtime's choice).")
 @click.option("--frames", callback=_frame_list,
               help="Frame counts to sweep [8,16, those the bundle accepts; else its max frames].")
 @click.option("--prompt-tokens", type=int, default=32, show_default=True, help="Question tokens after the video.")

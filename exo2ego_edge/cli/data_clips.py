@@ -30,6 +30,7 @@ _ROOT_HELP = "Ego-Exo4D root (real download or simulator output)."
     "--instructions-out", type=click.Path(path_type=Path), default=None,
     help="Instructions JSONL [default: <out stem>.instructions.jsonl].",
 )
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 def build_clips(
     root: Path,
     split: str,
@@ -38,14 +39,20 @@ def build_clips(
     best_exo_only: bool,
     wearer: str,
     instructions_out: Path | None,
+    overwrite: bool,
 ) -> None:
     """Cut Ego-ExoClip ego/exo clip pairs and EgoIT-style instructions from an Ego-Exo4D root.
 
     Video paths in the output are absolute. Missing or corrupt videos skip their take (or that
     exo camera) with one warning each; nothing is written if no clip survives.
     """
+    from exo2ego_edge.errors import UserError
     from exo2ego_edge.train.clips import build_clips as build
+    from exo2ego_edge.train.clips import default_instructions_path
 
+    existing = [f for f in (out, instructions_out or default_instructions_path(out)) if f.exists()]
+    if existing and not overwrite:
+        raise UserError(f"{existing[0]} exists; pass --overwrite to replace it")
     report = build(
         root,
         split,

@@ -19,7 +19,7 @@ from exo2ego_edge.errors import UserError
 @click.option("--checkpoint", type=click.Path(path_type=Path, file_okay=False), help="Student (or stage) checkpoint folder: scored with PyTorch.")
 @click.option("--bundle", type=click.Path(path_type=Path, file_okay=False), help="Bundle folder: scored through the runtime (ONNX Runtime).")
 @click.option("--suite", type=click.Choice(["egosim", "egobench"]), required=True, help="Which benchmark.")
-@click.option("--data", type=click.Path(path_type=Path), required=True,
+@click.option("--data", type=click.Path(path_type=Path, exists=True), required=True,
               help="egosim: a simulated world (questions made from its val takes) or a suite folder of "
                    "<task>.jsonl; egobench: a JSON file naming each benchmark's local annotation files, "
                    "or a folder of converted <task>.jsonl.")
@@ -28,8 +28,9 @@ from exo2ego_edge.errors import UserError
 @click.option("--normalize", type=click.Choice(["mean", "sum"]), default="mean", show_default=True,
               help="Multiple choice: mean log-prob per option token, or the sum.")
 @click.option("--seed", type=int, default=0, show_default=True, help="EgoSim-Bench generation seed (world input only).")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--threads", type=int, default=None, help="CPU threads (torch for --checkpoint, ONNX Runtime for --bundle).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads (torch for --checkpoint, ONNX Runtime for --bundle).")
 def eval_(checkpoint: Path | None, bundle: Path | None, suite: str, data: Path, tasks: str | None,
           json_out: Path | None, normalize: str, seed: int, device: str, threads: int | None) -> None:
     """Score a checkpoint (--checkpoint) or a bundle (--bundle) on EgoSim-Bench or EgoBench.
@@ -44,8 +45,11 @@ def eval_(checkpoint: Path | None, bundle: Path | None, suite: str, data: Path, 
       exo2ego-edge eval --bundle bundle-int8 --suite egosim --data world/ --json int8.json
       exo2ego-edge eval --bundle bundle --suite egobench --data egobench.json --tasks egoschema
     """
+    from exo2ego_edge.atomic import atomic_file, check_writable
     from exo2ego_edge.train.scoring import make_scorer, score_suite
 
+    if json_out is not None:
+        check_writable(json_out, f"--json {json_out}")  # before minutes of scoring
     scorer = make_scorer(checkpoint, bundle, device=device, threads=threads)  # fail fast on a bad model path
     wanted = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     if suite == "egosim":
@@ -58,10 +62,9 @@ def eval_(checkpoint: Path | None, bundle: Path | None, suite: str, data: Path, 
     click.echo(result.table())
     click.echo(f"{sum(t.n for t in result.tasks)} questions in {result.seconds:.1f} s ({scorer.name})")
     if json_out is not None:
-        from exo2ego_edge.atomic import atomic_file
-
         with atomic_file(json_out) as f:
             json.dump(result.to_dict(), f, indent=2)
+        click.echo(f"results: {json_out}")
 
 
 def _egosim(data: Path, tasks: list[str] | None, seed: int):

@@ -16,20 +16,22 @@ from exo2ego_edge.assets import SHIPPED_BUNDLE
 @click.option("--question", "-q", required=True, help="What to ask about the video.")
 @click.option("--backend", type=click.Choice(["auto", "ort", "tensorrt"]), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="ONNX Runtime provider: auto, cpu, cuda, tensorrt.")
-@click.option("--threads", type=int, default=None, help="CPU threads per graph (ONNX Runtime).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per graph (ONNX Runtime).")
 @click.option("--stream/--no-stream", default=False, help="Print tokens as they are decoded.")
 @click.option("--json", "as_json", is_flag=True, help="Print answer, token ids and per-stage timings as JSON.")
-@click.option("--start", type=float, default=None, help="Window start in seconds (default: clip start).")
+@click.option("--start", type=click.FloatRange(min=0), default=None, help="Window start in seconds (default: clip start).")
 @click.option("--end", type=float, default=None, help="Window end in seconds (default: clip end).")
-@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
 @click.option("--top-k", type=int, default=0, show_default=True)
 @click.option("--top-p", type=float, default=1.0, show_default=True)
 @click.option("--repetition-penalty", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed for sampling (same seed, same answer).")
 @click.option("--source", default=None, help="Live source: camera index, /dev/videoN, RTSP/HTTP URL, or a file played in real time.")
-@click.option("--every", type=float, default=None, help="With --source: answer the question every K seconds.")
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Network source open/read time limit (s).")
+@click.option("--every", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With --source: answer the question every K seconds.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Network source open/read time limit (s).")
 def run(bundle: str, video: str | None, question: str, backend: str, device: str, threads: int | None,
         stream: bool, as_json: bool, start: float | None, end: float | None, max_new_tokens: int,
         temperature: float, top_k: int, top_p: float, repetition_penalty: float, seed: int | None,
@@ -42,6 +44,8 @@ def run(bundle: str, video: str | None, question: str, backend: str, device: str
         raise UserError("give exactly one of --video (a file) or --source (a live source)")
     if source is not None and every is None:
         raise UserError("--source needs --every K (answer the standing question every K seconds)")
+    if video is not None and every is not None:
+        raise UserError("--every applies to --source only; --video answers once")
     sampling = Sampling(temperature, top_k, top_p, repetition_penalty, seed)
     rt = Runtime.load(bundle, backend=backend, device=device, threads=threads)
     if source is not None:

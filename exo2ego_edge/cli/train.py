@@ -10,7 +10,7 @@ from exo2ego_edge.errors import UserError
 
 @click.command(name="train", context_settings={"ignore_unknown_options": False})
 @click.option("--config", "config", default="egosim-tiny", show_default=True, metavar="FILE|NAME",
-              help="YAML run config, or a bundled one: egosim-tiny, egosim-tiny-quick, exo2ego-7b.")
+              help="YAML run config, or a bundled one: egosim-tiny, egosim-tiny-demo, egosim-tiny-quick, exo2ego-7b.")
 @click.option("--stages", default=None, metavar="LIST",
               help="Comma-separated stages to run, in order: init,1,2,3 (default: all of them; "
                    "1,2,3 when --llm is given).")
