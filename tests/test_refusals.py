@@ -71,3 +71,11 @@ def test_build_clips_does_not_replace_its_output_without_overwrite(tmp_path):
     result = CliRunner().invoke(cli, ["data", "build-clips", "--root", str(tmp_path), "--out", str(out)])
     assert isinstance(result.exception, UserError) and "--overwrite" in str(result.exception)
     assert out.read_text() == "mine\n"
+
+
+def test_a_world_without_training_takes_is_refused(tmp_path):
+    from exo2ego_edge.train.simulator import synthesize_world
+
+    with pytest.raises(UserError, match="leaves no training take"):
+        synthesize_world(tmp_path / "w", takes=3, val_frac=0.9)
+    assert not (tmp_path / "w").exists()

@@ -799,6 +799,8 @@ class SynthConfig:
             (1 <= self.fps <= 60, f"--fps must be in 1..60 (got {self.fps})"),
             (2 <= self.exo_cams <= 8, f"--exo-cams must be in 2..8 (got {self.exo_cams})"),
             (0.0 <= self.val_frac < 1.0, f"--val-frac must be in [0, 1) (got {self.val_frac})"),
+            (round(self.val_frac * self.takes) < self.takes,
+             f"--val-frac {self.val_frac} of {self.takes} takes leaves no training take: lower it or add takes"),
             (0.0 <= self.exo_text_frac <= 1.0 and 0.0 <= self.ego_text_frac <= 1.0
              and self.exo_text_frac + self.ego_text_frac <= 1.0 + 1e-9,
              "--exo-text-frac and --ego-text-frac must each be in [0, 1] and sum to at most 1 "
