@@ -79,3 +79,16 @@ def test_a_world_without_training_takes_is_refused(tmp_path):
     with pytest.raises(UserError, match="leaves no training take"):
         synthesize_world(tmp_path / "w", takes=3, val_frac=0.9)
     assert not (tmp_path / "w").exists()
+
+
+def test_data_stats_refuses_an_empty_or_malformed_clips_file(tmp_path):
+    from exo2ego_edge.train.clips import dataset_stats
+    from exo2ego_edge.train.simulator import synthesize_world
+
+    synthesize_world(tmp_path / "w", takes=2, val_frac=0.5, jobs=1, progress=False)
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "bad.jsonl").write_text('{"split": "train"}\n')
+    with pytest.raises(UserError, match="no clip rows"):
+        dataset_stats(tmp_path / "w", tmp_path / "empty.jsonl")
+    with pytest.raises(UserError, match="line 1: row lacks take_uid"):
+        dataset_stats(tmp_path / "w", tmp_path / "bad.jsonl")

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from exo2ego_edge.atomic import atomic_file
 from exo2ego_edge.errors import UserError
-from exo2ego_edge.jsonl import read_jsonl  # noqa: F401  (re-exported: the data layer's reader)
+from exo2ego_edge.jsonl import read_jsonl
 from exo2ego_edge.train.egoexo4d import (
     Description,
     Take,
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WEARER = "the camera wearer"
 HIST_BIN_S = 0.1
+# What every clip row holds (training refuses a row without one of them).
+CLIP_KEYS = ("take_uid", "split", "ego_video", "exo_video", "start", "end", "text", "text_side")
 
 
 @dataclass
@@ -414,7 +416,10 @@ def dataset_stats(
             "dropped": dict(sorted(d.dropped.items())),
         }
     if clips is not None:
-        out["clips"] = clip_stats(read_jsonl(clips), path=clips)
+        rows = read_jsonl(clips, CLIP_KEYS)
+        if not rows:
+            raise UserError(f"{clips}: no clip rows")
+        out["clips"] = clip_stats(rows, path=clips)
     return out
 
 

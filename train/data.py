@@ -16,8 +16,8 @@ import torch
 
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.jsonl import read_jsonl
+from exo2ego_edge.train.clips import CLIP_KEYS
 
-CLIP_KEYS = ("take_uid", "split", "ego_video", "exo_video", "start", "end", "text", "text_side")
 INSTRUCTION_KEYS = ("take_uid", "split", "ego_video", "start", "end", "question", "answer", "text_side")
 
 
