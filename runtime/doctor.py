@@ -8,8 +8,11 @@ something is broken. Machine facts (GPUs, Jetson board, memory) come from
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 import platform
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,24 @@ def _import_status(module: str) -> dict[str, Any]:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         return {"ok": False, "error": f"{type(e).__name__}: {first}"}
     return {"ok": True, "version": str(getattr(mod, "__version__", getattr(mod, "VERSION_TEXT", "?")))}
+
+
+def _torch_status() -> dict[str, Any]:
+    """torch belongs to training and export: probed in a child process, so the runtime's own
+    process never imports it."""
+    try:
+        importlib.metadata.version("torch")  # a lookup in the installed metadata: no import
+    except importlib.metadata.PackageNotFoundError:
+        return {"ok": False, "error": "not installed; training and export need it (pip install 'exo2ego-edge[train,export]')"}
+    code = "import torch; print(torch.__version__, torch.cuda.is_available())"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    except subprocess.CalledProcessError as e:
+        return {"ok": False, "error": (e.stderr.strip().splitlines() or ["import failed"])[-1]}
+    except (subprocess.SubprocessError, OSError) as e:
+        return {"ok": False, "error": type(e).__name__}
+    version, cuda = proc.stdout.split()[-2:]
+    return {"ok": True, "version": version, "cuda": cuda == "True"}
 
 
 def free_memory_bytes() -> int | None:
@@ -61,6 +82,7 @@ def diagnose() -> dict[str, Any]:
         "pycuda": pycuda,
         "av": av,
         "tokenizers": tokenizers,
+        "torch": _torch_status(),
         "gpus": gpus,
         "jetson": sysinfo.jetson_info(),
         "memory_total_bytes": sysinfo.total_memory_bytes(),
@@ -87,6 +109,8 @@ def report_lines(d: dict[str, Any]) -> list[str]:
         f"pycuda        {_status(d['pycuda'])}",
         f"PyAV          {_status(d['av'])}",
         f"tokenizers    {_status(d['tokenizers'])}",
+        f"torch         {_status(d['torch'])}"
+        + (f" (training / export; CUDA {'visible' if d['torch']['cuda'] else 'not visible'})" if d["torch"]["ok"] else ""),
     ]
     if d["gpus"]:
         for g in d["gpus"]:

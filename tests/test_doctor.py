@@ -19,6 +19,9 @@ def test_diagnose_reports_what_is_here():
         assert d["backends"]["tensorrt"] is False
     lines = report_lines(d)
     assert any(line.startswith("backends") and "ort-cpu" in line for line in lines)
+    import torch  # the test environment trains: doctor finds it from a child process
+
+    assert d["torch"] == {"ok": True, "version": torch.__version__, "cuda": torch.cuda.is_available()}
 
 
 def test_doctor_cli_json(capsys):
