@@ -7,6 +7,7 @@ module only describes what is in it, in the dataclasses of :mod:`exo2ego_edge.bu
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib.metadata
 import platform
 import time
@@ -56,9 +57,12 @@ def library_versions() -> dict[str, str]:
 def provenance(checkpoint: Path, opset: int, exporter: str, options: dict[str, Any],
                ort_optimization: str | None = None) -> dict[str, Any]:
     """``ort_optimization``: the ONNX Runtime level the graphs were saved at (None: as exported)."""
+    info = checkpoint / "checkpoint.json"
     return {
         "checkpoint": str(checkpoint.resolve()),
         "checkpoint_sha256": checkpoint_hash(checkpoint),
+        # a benchmark-only student (export/random_bundle.py): it fails parity by design
+        "random_weights": info.is_file() and bool(json.loads(info.read_text()).get("random_weights")),
         "exporter": f"exo2ego-edge {__version__}",
         "onnx_exporter": f"torch.onnx ({exporter})",
         "opset": opset,

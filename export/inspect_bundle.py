@@ -93,13 +93,19 @@ def inspect_bundle(folder: str | Path) -> tuple[str, str | None]:
 
 
 def _scheme(o: dict) -> str:
-    """How the precisions were made: the target decides what "int8" means."""
-    text = f"--{o.get('precision')} --target {o.get('target')}"
-    if o.get("precision") in ("int8", "int4"):
-        if o.get("target") == "cpu":
-            text += f": weight-only decoder, vision activations {o.get('cpu_activations')}"
-        else:
-            text += ": explicit Q/DQ, per-channel weights"
-        if o.get("calib_data"):
-            text += f", calibrated ({o.get('calib_method')}) on {o.get('calib_samples')} clips of {o.get('calib_data')}"
-    return text
+    """How the graphs' precisions were made, from the recorded export options: the target
+    decides what "int8" means."""
+    precision, target = o.get("precision"), o.get("target")
+    if precision is None:
+        return "not recorded"
+    if precision in ("fp32", "fp16"):
+        return f"{precision} graphs (--target {target})"
+    calib = f"{o.get('calib_samples')} clips of {o.get('calib_data')}" if o.get("calib_data") else "random frames"
+    weight_only = f"weight-only {precision.upper()} (MatMulNBits)"
+    if target == "cpu":
+        vision = ("dynamic activations" if o.get("cpu_activations") == "dynamic"
+                  else f"static activations, minmax-calibrated on {calib}")
+        return f"--{precision} --target cpu: vision INT8 weights, {vision}; decoder {weight_only}"
+    qdq = f"explicit Q/DQ, per-channel INT8 weights, activations calibrated ({o.get('calib_method')}) on {calib}"
+    decoder = "the same" if precision == "int8" else weight_only
+    return f"--{precision} --target {target}: vision {qdq}; decoder {decoder}"

@@ -93,10 +93,11 @@ class ExportOptions:
             out.append(f"calibration method '{self.calib_method}' is not one of {', '.join(quantize.CALIBRATION_METHODS)}")
         if self.opset < 17:
             out.append(f"opset {self.opset} < 17 (LayerNormalization needs 17)")
-        for name in ("calib_samples", "parity_samples", "max_new_tokens", "max_frames", "max_seq"):
+        for name in ("calib_samples", "parity_samples", "max_frames", "max_seq", "max_new_tokens"):
             value = getattr(self, name)
-            if value is not None and value < 1:
-                out.append(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
+            if value is not None and value < 1:  # max_new_tokens is the API's alone: no flag
+                flag = name if name == "max_new_tokens" else f"--{name.replace('_', '-')}"
+                out.append(f"{flag} must be >= 1 (got {value})")
         for name in ("calib_data", "eval_data"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
@@ -127,13 +128,13 @@ def check_out(out: Path, checkpoint: Path, overwrite: bool) -> None:
         return
     if not out.is_dir():
         raise UserError(f"--out {out} is a file, not a bundle folder")
-    if not overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite to replace it")
     resolved = out.resolve()
     if resolved == checkpoint.resolve() or resolved in checkpoint.resolve().parents:
         raise UserError(f"--out {out} holds the checkpoint {checkpoint}: write the bundle to another folder")
     if any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise UserError(f"--out {out} is a folder but not a bundle (no {MANIFEST}); --overwrite replaces bundles only")
+        raise UserError(f"--out {out} is a folder but not a bundle (no {MANIFEST}): write the bundle to another folder")
+    if not overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it")
 
 
 # --- the builders -------------------------------------------------------------------------------
@@ -325,7 +326,7 @@ def export_bundle(
     checkpoint, out = Path(checkpoint), Path(out)
     check_out(out, checkpoint, opts.overwrite)
     calibrated = opts.precision in ("int8", "int4") and (opts.target != "cpu" or opts.cpu_activations == "static")
-    if opts.calib_data is not None and not calibrated:
+    if opts.calib_data is not None and opts.eval_data is not None and not calibrated:  # else parity reads it
         log.warning("--calib-data is not used: only INT8 with calibrated activations reads it "
                     "(--target cuda/tensorrt, or --cpu-activations static)")
     if calibrated and opts.target == "cpu" and opts.calib_data is None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -120,9 +121,13 @@ def _quiet_calibration() -> Iterator[None]:
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
+    captured = io.StringIO()
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(captured):
             yield
+    except BaseException:
+        sys.stderr.write(captured.getvalue())  # a failure keeps ORT's own account of it
+        raise
     finally:
         root.setLevel(level)
 

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 from exo2ego_edge import __version__
-from exo2ego_edge.bundle import BundleError, load_manifest
+from exo2ego_edge.bundle import MANIFEST, BundleError, load_manifest
 from exo2ego_edge.config import ModelConfig
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.prompt import TextTokenizer, get_template, train_bpe
@@ -146,7 +146,8 @@ def build_random_bundle(
             return out
         except BundleError as e:
             log.warning("cached bundle %s is unusable (%s); rebuilding", out, e)
-            shutil.rmtree(out)  # our own cache entry: export's --overwrite replaces only sound bundles
+    if out.is_dir() and not (out / MANIFEST).is_file():
+        shutil.rmtree(out)  # our own damaged cache entry: export's --overwrite replaces only bundles
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="random-ckpt-", dir=out.parent) as tmp:
         checkpoint = random_student_checkpoint(cfg, Path(tmp) / "checkpoint", seed)

@@ -324,7 +324,7 @@ def _bundle_info(bundle: Path, manifest: Manifest) -> dict[str, Any]:
         "decoder": {"num_layers": manifest.decoder.num_layers, "hidden_size": manifest.decoder.hidden_size,
                     "vocab_size": manifest.decoder.vocab_size, "max_seq": manifest.decoder.max_seq,
                     "max_frames": manifest.decoder.max_frames},
-        "random_weights": bool(manifest.provenance.get("options", {}).get("random_weights", False)),
+        "random_weights": bool(manifest.provenance.get("random_weights", False)),
         "provenance": {k: manifest.provenance.get(k) for k in ("exporter", "onnx_exporter", "opset", "created")},
     }
 

@@ -40,13 +40,15 @@ def _torch_status() -> dict[str, Any]:
         return {"ok": False, "error": "not installed; training and export need it (pip install 'exo2ego-edge[train,export]')"}
     code = "import torch; print(torch.__version__, torch.cuda.is_available())"
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     except subprocess.CalledProcessError as e:
         return {"ok": False, "error": (e.stderr.strip().splitlines() or ["import failed"])[-1]}
     except (subprocess.SubprocessError, OSError) as e:
         return {"ok": False, "error": type(e).__name__}
-    version, cuda = proc.stdout.split()[-2:]
-    return {"ok": True, "version": version, "cuda": cuda == "True"}
+    words = proc.stdout.split()
+    if len(words) < 2:
+        return {"ok": False, "error": f"unexpected probe output {proc.stdout.strip()!r}"}
+    return {"ok": True, "version": words[-2], "cuda": words[-1] == "True"}
 
 
 def free_memory_bytes() -> int | None:

@@ -27,7 +27,8 @@ from exo2ego_edge.runtime.errors import BackendError
 log = logging.getLogger(__name__)
 
 REBUILD_HINT = ("rebuild the engines on this machine: exo2ego-edge export --checkpoint CHECKPOINT --out BUNDLE "
-                "--int8 --target tensorrt --calib-data CLIPS.jsonl --trt (or use --backend ort)")
+                "--target tensorrt --trt, with the bundle's precision flag (INT8 also --calib-data CLIPS.jsonl), "
+                "or use --backend ort")
 
 
 @dataclass(frozen=True)

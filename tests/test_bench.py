@@ -45,6 +45,15 @@ def test_report_follows_the_schema(report):
     json.dumps(report)  # serialisable as is
 
 
+def test_a_random_weight_bundle_says_so_and_loads_without_the_failed_parity_warning(report, tiny_bundle, caplog):
+    from exo2ego_edge.runtime import Runtime
+
+    assert report["bundle"]["random_weights"] is True  # recorded by the exporter, from the checkpoint
+    with caplog.at_level("WARNING"):
+        Runtime.load(tiny_bundle)
+    assert "parity" not in caplog.text  # it fails parity by design: no warning to the user
+
+
 def test_every_stage_has_ordered_positive_percentiles(report):
     measured = [r for r in report["results"] if "skipped" not in r]
     assert [r["frames"] for r in measured] == [2, 4]

@@ -345,6 +345,15 @@ def test_cli_refuses_bad_options_in_one_line(checkpoint, tmp_path, args, message
     assert message in str(result.exception), result.exception
 
 
+def test_an_unused_calib_data_is_named_but_not_when_parity_reads_it(checkpoint, clips, tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        export_bundle(checkpoint, tmp_path / "a", "fp32", calib_data=clips, parity_samples=1)
+    assert "--calib-data is not used" not in caplog.text  # without --eval-data, parity reads its end
+    with caplog.at_level("WARNING"):
+        export_bundle(checkpoint, tmp_path / "b", "fp32", calib_data=clips, eval_data=clips, parity_samples=1)
+    assert "--calib-data is not used" in caplog.text
+
+
 def test_inspect_exits_nonzero_when_a_file_is_tampered(fp32_bundle, tmp_path):
     tampered = tmp_path / "tampered"
     shutil.copytree(fp32_bundle, tampered)

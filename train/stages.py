@@ -485,13 +485,19 @@ def select_examples(stage: str, cfg: TrainConfig, sources, store) -> list:
     if stage == "init" and sc.balance_views:
         out = balance_views(out)
     if not out:
-        kinds = ("clips",) if stage in ("stage1", "stage2") else ("instructions",) if stage == "stage3" else ("clips", "instructions")
+        files = ", ".join(str(s.path) for s in sources)
+        if stage == "stage2":  # every clip row of the split, whatever its text
+            raise UserError(f"stage2: no clip rows of split '{split}' in {files} (data.clips, data.train_split)")
+        if stage == "init":
+            kinds = ("clips", "instructions") if sc.ego_instructions else ("clips",)
+        else:
+            kinds = ("clips",) if stage == "stage1" else ("instructions",)
         present = sorted({r.get("text_side", "all") for src in sources if src.kind in kinds
                           for r in src.rows if r.get("split") == split})
         keys = [f"{stage}.{f.name}" for f in dataclasses.fields(sc) if f.name.endswith("text_sides")]
-        raise UserError(f"{stage}: no training rows selected from {', '.join(str(s.path) for s in sources)} "
-                        f"(split '{split}': its rows' text sides are {present or 'none'}; {stage} takes those in "
-                        f"{', '.join(keys) or 'data.*'})")
+        raise UserError(f"{stage}: no training rows selected from {files} (split '{split}': its "
+                        f"{' and '.join(kinds)} rows' text sides are {present or 'none'}; {stage} takes those in "
+                        f"{', '.join(keys)})")
     return out
 
 

@@ -440,7 +440,7 @@ def _run(cfg: TrainConfig, names: list[str], resume: bool, vision_tower, llm, on
     import yaml
 
     out = Path(cfg.run.output_dir)
-    check_writable(out, f"run.output_dir={out}")
+    check_writable(out / "run.yaml", f"run.output_dir={out}")  # the run writes inside the folder
     if out.exists() and not out.is_dir():
         raise UserError(f"run.output_dir={out} is a file, not a folder")
     if resume and not out.is_dir():

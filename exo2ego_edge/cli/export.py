@@ -34,7 +34,7 @@ from exo2ego_edge.errors import UserError
 @click.option("--max-frames", type=int, help="Largest frame count the engines accept [config's num_frames].")
 @click.option("--max-seq", type=int, help="Largest past + new tokens [min(max positions, 4096)].")
 @click.option("--force", is_flag=True, help="Keep the bundle (marked failed) when parity is below thresholds.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing bundle (a folder with a manifest.json; nothing else).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle (never the checkpoint or a folder of other files).")
 @click.pass_context
 def export(ctx: click.Context, checkpoint: Path | None, out: Path | None, fp16: bool, int8: bool, int4: bool,
            **options) -> None:
