@@ -105,6 +105,11 @@ class ExportOptions:
 
         if self.dla_core is not None and not self.trt:
             out.append("--dla-core needs --trt")
+        if self.dla_core is not None and self.precision not in ("fp16", "int8"):
+            out.append("--dla-core needs --fp16 or --int8 (a DLA runs neither fp32 nor MatMulNBits)")
+        if self.trt and self.precision == "int4":
+            out.append("--int4 has no TensorRT engine (its MatMulNBits decoder is ONNX Runtime's own op): "
+                       "use --int8 or --fp16 with --trt")
         if self.trt and self.target == "cpu":
             out.append("--trt builds GPU engines; use --target tensorrt (or cuda)")
         return out

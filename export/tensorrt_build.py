@@ -40,14 +40,15 @@ def require_tensorrt():
 
 # --- profiles: pure functions, testable without TensorRT ---------------------------------------
 def axis_profiles(graph: str, max_frames: int, max_seq: int, opt_frames: int | None = None,
-                  opt_prompt: int | None = None, max_batch: int = 1) -> dict[str, list[int]]:
+                  opt_prompt: int | None = None, max_batch: int = 1, dla: bool = False) -> dict[str, list[int]]:
     """[min, opt, max] per dynamic axis. The decoder's opt point is a decode step after a prompt:
-    TensorRT tunes kernels for the opt shapes, and decode steps dominate generation time."""
+    TensorRT tunes kernels for the opt shapes, and decode steps dominate generation time. A DLA
+    has no dynamic shapes: its vision engine takes exactly ``max_frames`` frames."""
     if max_frames < 1 or max_seq < 2:
         raise UserError(f"engine profile needs max frames >= 1 and max sequence >= 2 (got {max_frames}, {max_seq})")
     if graph == "vision":
         opt = min(opt_frames or max_frames, max_frames)
-        return {FRAMES: [1, opt, max_frames]}
+        return {FRAMES: [max_frames] * 3 if dla else [1, opt, max_frames]}
     prompt = min(opt_prompt or max_seq // 2, max_seq - 1)
     return {
         BATCH: [1, 1, max_batch],
@@ -140,13 +141,14 @@ def build_engine(
         raise UserError(f"TensorRT cannot parse {onnx_path.name}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
-    if spec.precision in ("fp16", "int8", "int4"):
+    if spec.precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)  # layers outside Q/DQ pairs run fp16
     if spec.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)  # scales come from the graph's Q/DQ nodes: no calibrator
     cache_bytes = timing_cache.read_bytes() if timing_cache.is_file() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if not config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=False):
+        log.warning("timing cache %s is from another GPU or TensorRT: starting a new one", timing_cache)
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     profile = builder.create_optimization_profile()
     network_inputs = {network.get_input(i).name for i in range(network.num_inputs)}
     for name, (lo, opt, hi) in input_shapes(spec, axes).items():
@@ -154,6 +156,8 @@ def build_engine(
             profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
     if dla_core is not None:
+        if dla_core >= builder.num_DLA_cores:
+            raise UserError(f"--dla-core {dla_core}: this GPU has {builder.num_DLA_cores} DLA core(s)")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # DLA lacks some ops (e.g. attention's MatMul)
@@ -180,7 +184,7 @@ def build_bundle_engines(
         cache.write_bytes(Path(timing_cache).read_bytes())
     engines = []
     for name, spec in graphs.items():
-        axes = axis_profiles(name, max_frames, max_seq)
+        axes = axis_profiles(name, max_frames, max_seq, dla=dla_core is not None)
         rel = engine_name(name, spec.precision, gpu_tag)
         log.info("building TensorRT engine %s", rel)
         source = folder / spec.file

@@ -92,10 +92,18 @@ class _Graph:
         self.inputs = {n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT}
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
 
+    def set_shape(self, name: str, shape: tuple[int, ...]) -> None:
+        # TensorRT returns False rather than raising: a shape outside the engine's profile would
+        # otherwise surface later as an unexplained execution failure.
+        if not self.context.set_input_shape(name, shape):
+            raise BackendError(f"{name}: shape {tuple(shape)} is outside the engine's optimization profile "
+                               f"(export limits: --max-frames / --max-seq); {REBUILD_HINT}")
+
     def bind(self, name: str, ptr: int, shape: tuple[int, ...] | None = None) -> None:
         if shape is not None and name in self.inputs:
-            self.context.set_input_shape(name, shape)
-        self.context.set_tensor_address(name, int(ptr))
+            self.set_shape(name, shape)
+        if not self.context.set_tensor_address(name, int(ptr)):
+            raise BackendError(f"{name}: TensorRT refused the buffer address")
 
     def run(self, stream) -> None:
         if not self.context.execute_async_v3(stream.handle):
@@ -126,7 +134,7 @@ class TrtVision:
         n = frames.shape[0]
         if n <= self._capacity:
             return
-        self.g.context.set_input_shape(self.input_name, frames.shape)
+        self.g.set_shape(self.input_name, frames.shape)
         out_shape = tuple(self.g.context.get_tensor_shape(self.output_name))
         self.host_in = self.dev.pinned(frames.shape, np.uint8)
         self.host_out = self.dev.pinned(out_shape, self.g.dtypes[self.output_name])
@@ -156,6 +164,9 @@ class TrtDecoder(PingPongDecoder):
         self.max_seq, self.vocab, self.kv_heads, self.head_dim = d.max_seq, d.vocab_size, d.num_kv_heads, d.head_dim
         self.past = [f"past_key_values.{i}.{kv}" for i in range(d.num_layers) for kv in ("key", "value")]
         self.present = [f"present.{i}.{kv}" for i in range(d.num_layers) for kv in ("key", "value")]
+        for name in ("attention_mask", "position_ids"):  # the buffers below are int64
+            if graph.dtypes[name] != np.int64:
+                raise BackendError(f"{name} is {graph.dtypes[name]} in this engine, int64 expected; {REBUILD_HINT}")
         self.embed_dtype = graph.dtypes["inputs_embeds"]
         self.kv_dtype = graph.dtypes[self.past[0]]
         self.logits_dtype = graph.dtypes["logits"]
@@ -163,9 +174,11 @@ class TrtDecoder(PingPongDecoder):
         self.ping = [dev.alloc(row * self.max_seq) for _ in self.past]
         self.pong = [dev.alloc(row * self.max_seq) for _ in self.past]
         cuda = dev.cuda
-        self.positions = dev.alloc(8 * self.max_seq)  # int64 arange, addressed at an offset per call
+        # TensorRT wants tensor addresses 256-byte aligned: positions are copied per call into a
+        # buffer of their own rather than addressed at an offset into one arange.
+        self.host_positions = dev.pinned((self.max_seq,), np.int64)
+        self.positions = dev.alloc(8 * self.max_seq)
         self.mask = dev.alloc(8 * self.max_seq)  # int64 ones
-        cuda.memcpy_htod(self.positions, np.arange(self.max_seq, dtype=np.int64))
         cuda.memcpy_htod(self.mask, np.ones(self.max_seq, dtype=np.int64))
         self.host_embeds = dev.pinned((self.max_seq, d.hidden_size), self.embed_dtype)
         self.dev_embeds = dev.alloc(self.host_embeds.nbytes)
@@ -195,7 +208,9 @@ class TrtDecoder(PingPongDecoder):
         cuda.memcpy_htod_async(self.dev_embeds, self.host_embeds[:s], self.stream)
         g.bind("inputs_embeds", self.dev_embeds, (1, s, self.host_embeds.shape[1]))
         g.bind("attention_mask", self.mask, (1, total))
-        g.bind("position_ids", int(self.positions) + 8 * past_len, (1, s))
+        self.host_positions[:s] = np.arange(past_len, total)
+        cuda.memcpy_htod_async(self.positions, self.host_positions[:s], self.stream)
+        g.bind("position_ids", self.positions, (1, s))
         for i, name in enumerate(self.past):
             g.bind(name, past[i] if past else self.ping[i], (1, self.kv_heads, past_len, self.head_dim))
         for name, buf in zip(self.present, out):
@@ -237,4 +252,7 @@ class TrtBackend:
         self.description = f"TensorRT {trt.__version__} on {here.gpu_name}"
 
     def close(self) -> None:
+        # TensorRT objects and device buffers go while their context is current; then the context.
+        self.vision = self.decoder = None
         self._cuda_context.pop()
+        self._cuda_context.detach()
