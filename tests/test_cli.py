@@ -44,3 +44,14 @@ def test_quick_demo_runs_every_step_on_the_shipped_student(tmp_path):
     assert re.findall(r"^\[(\d)/(\d)\]", result.output, re.M) == [(str(i), "6") for i in range(1, 7)]
     assert load_manifest(tmp_path / "d" / "bundle-int8").parity["passed"]
     assert "answer:" in result.output and "decode_per_token" in result.output
+
+
+def test_train_prints_a_line_per_stage_and_where_the_result_is(tmp_path, capsys):
+    from exo2ego_edge.cli import main
+    from train_fixtures import make_dataset, quick_overrides
+
+    clips = make_dataset(tmp_path / "data")
+    main(["train", "--config", "egosim-tiny-quick", "--stages", "init,1", *quick_overrides(clips, tmp_path / "run")])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["init", "stage1", "latest stage checkpoint"]
+    assert " steps in " in lines[0] and lines[-1].endswith(str(tmp_path / "run" / "stage1" / "final"))

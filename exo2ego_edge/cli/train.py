@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from exo2ego_edge.config import PRESETS
@@ -58,8 +60,24 @@ def train(config: str, stages: str | None, resume: bool, vision_tower: str | Non
 
     out = run_training(config, stages=stages, overrides=overrides, resume=resume,
                        vision_tower=vision_tower, llm=llm)
+    _echo_stage_summaries(out.parent if out.name == "student" else out.parent.parent)
     what = "student checkpoint" if out.name == "student" else "latest stage checkpoint"
     click.echo(f"{what}: {out}")
+
+
+def _echo_stage_summaries(run: Path) -> None:
+    """One line per finished stage from its summary.json: steps, time, held-out accuracy."""
+    import json
+
+    from exo2ego_edge.train.evaluation import EvalResult
+    from exo2ego_edge.train.stages import STAGE_ORDER
+
+    for stage in STAGE_ORDER:
+        path = run / stage / "summary.json"
+        if path.is_file():
+            summary = json.loads(path.read_text())
+            held_out = f"; {EvalResult(**summary['eval']).summary()}" if summary.get("eval") else ""
+            click.echo(f"{stage}: {summary['steps']} steps in {summary['train_seconds']:.0f} s{held_out}")
 
 
 @click.command(name="pretrain-tower")
