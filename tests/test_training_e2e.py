@@ -26,7 +26,9 @@ def test_simulated_world_to_student(tmp_path):
             f"run.output_dir={out}"]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip() == f"student checkpoint: {out / 'student'}"
+    *stage_lines, last = proc.stdout.strip().splitlines()
+    assert last == f"student checkpoint: {out / 'student'}"
+    assert [line.split(":")[0] for line in stage_lines] == ["init", "stage1", "stage2", "stage3"]
     for stage in ("init", "stage1", "stage2", "stage3"):
         summary = json.loads((out / stage / "summary.json").read_text())
         assert summary["steps"] > 0 and "eval" in summary
