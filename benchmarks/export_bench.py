@@ -33,6 +33,7 @@ from exo2ego_edge.config import ModelConfig
 from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
 from exo2ego_edge.export.clip_frames import random_clips
 from exo2ego_edge.model import Exo2Ego
+from exo2ego_edge.runtime import sysinfo
 
 RESULTS = Path(__file__).parent / "results"
 # Frames per call: a whole clip for the tiny preset; two for edge-0.5b keeps a 2-core run short.
@@ -241,8 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         results = [bench_preset(p, args.iters if p == "egosim-tiny" else max(args.iters // 3, 8), args.warmup, args.threads, work)
                    for p in args.presets]
         report = {
-            "machine": f"{platform.processor() or platform.machine()} ({_cpu_info('model name') or 'unknown CPU'})",
-            "int8_isa": int8_isa(),
+            "machine": f"{platform.processor() or platform.machine()} ({sysinfo.cpu_model()})",
+            "int8_isa": sysinfo.int8_isa(),
             "onnxruntime": ort.__version__, "torch": torch.__version__, "threads": args.threads,
             "results": results,
             "bundle_sizes": None if args.no_bundles else full_bundle_sizes(work),
@@ -253,32 +254,10 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.write(markdown(report) + "\n")
 
 
-def _cpu_info(field: str) -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(field):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
-# The instructions ONNX Runtime's int8 GEMMs (MLAS) gain from: without a dot-product instruction
-# (AVX2 only) an int8 multiply-add is not much cheaper than a float one, which caps INT8 speed-up.
-# x86 lists them under "flags", Arm (a Jetson's Cortex-A78AE: asimddp, i8mm) under "Features".
-INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
-
-
 def _isa_text(isa: list[str] | None) -> str:
     if isa is None:
         return "unknown"
-    return ", ".join(isa) or f"none of {', '.join(INT8_ISA)}"
-
-
-def int8_isa() -> list[str] | None:
-    """The INT8_ISA entries this CPU has; None where /proc/cpuinfo does not say."""
-    flags = set((_cpu_info("flags") or _cpu_info("Features")).split())
-    return [f for f in INT8_ISA if f in flags] if flags else None
+    return ", ".join(isa) or f"none of {', '.join(sysinfo.INT8_ISA)}"
 
 
 if __name__ == "__main__":

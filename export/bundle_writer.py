@@ -7,8 +7,8 @@ module only describes what is in it, in the dataclasses of :mod:`exo2ego_edge.bu
 from __future__ import annotations
 
 import hashlib
-import json
 import importlib.metadata
+import json
 import platform
 import time
 from pathlib import Path

@@ -102,7 +102,6 @@ class ExportOptions:
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 out.append(f"--{name.replace('_', '-')} {path}: no such file")
-
         if self.dla_core is not None and not self.trt:
             out.append("--dla-core needs --trt")
         if self.dla_core is not None and self.precision not in ("fp16", "int8"):
@@ -113,6 +112,11 @@ class ExportOptions:
         if self.trt and self.target == "cpu":
             out.append("--trt builds GPU engines; use --target tensorrt (or cuda)")
         return out
+
+    @property
+    def calibrates_activations(self) -> bool:
+        """INT8 / INT4 whose vision activations get calibrated ranges: GPU Q/DQ, or CPU static."""
+        return self.precision in ("int8", "int4") and (self.target != "cpu" or self.cpu_activations == "static")
 
     def parity_thresholds(self) -> ParityThresholds:
         return self.thresholds or DEFAULT_THRESHOLDS[self.precision]
@@ -225,9 +229,9 @@ def make_precision_graphs(
     cfg = student.model.cfg
     gpu = opts.target in ("cuda", "tensorrt")
     specs = {}
-    calib = calibration_clips(student, opts) if (opts.precision in ("int8", "int4") and gpu) else None
-    if calib is None and opts.precision in ("int8", "int4") and opts.cpu_activations == "static":
-        calib = (calibration_clips(student, opts) if opts.calib_data
+    calib = None
+    if opts.calibrates_activations:  # GPU targets require --calib-data; CPU static falls back to random frames
+        calib = (calibration_clips(student, opts) if gpu or opts.calib_data
                  else random_clips(opts.calib_samples, cfg.num_frames, cfg.vision.image_size, seed=opts.seed))
     for name, (src, io) in fp32.items():
         file = VISION_FILE if name == "vision" else DECODER_FILE
@@ -255,7 +259,7 @@ def make_precision_graphs(
             else:
                 precision = "int8"
                 feeds = None
-                if gpu or opts.cpu_activations == "static":
+                if opts.calibrates_activations:
                     feeds = vision_feeds(calib) if name == "vision" else decoder_feeds(student, calib)
                 tmp = work / f"{name}-int8.onnx"
                 if gpu:
@@ -330,11 +334,11 @@ def export_bundle(
         raise UserError("export: " + "; ".join(problems))
     checkpoint, out = Path(checkpoint), Path(out)
     check_out(out, checkpoint, opts.overwrite)
-    calibrated = opts.precision in ("int8", "int4") and (opts.target != "cpu" or opts.cpu_activations == "static")
-    if opts.calib_data is not None and opts.eval_data is not None and not calibrated:  # else parity reads it
+    # Without --eval-data the parity check reads the calibration file's end: then it is used.
+    if opts.calib_data is not None and opts.eval_data is not None and not opts.calibrates_activations:
         log.warning("--calib-data is not used: only INT8 with calibrated activations reads it "
                     "(--target cuda/tensorrt, or --cpu-activations static)")
-    if calibrated and opts.target == "cpu" and opts.calib_data is None:
+    if opts.calibrates_activations and opts.target == "cpu" and opts.calib_data is None:
         log.warning("--cpu-activations static without --calib-data calibrates on random frames: "
                     "pass --calib-data CLIPS.jsonl to calibrate on real ego frames")
     if opts.trt:

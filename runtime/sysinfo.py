@@ -44,16 +44,33 @@ def package_versions(names: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, s
     return found
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (``/proc/cpuinfo`` on Linux, ``platform`` elsewhere)."""
+def _cpuinfo_field(*names: str) -> str | None:
+    """The first ``/proc/cpuinfo`` line starting with one of ``names`` (any case), its value."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            # x86 says "model name"; ARM (Jetson) kernels often only give "Hardware"/"CPU part".
-            if line.lower().startswith(("model name", "hardware")):
+            if line.lower().startswith(names):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo`` on Linux, ``platform`` elsewhere)."""
+    # x86 says "model name"; ARM (Jetson) kernels often only give "Hardware"/"CPU part".
+    return _cpuinfo_field("model name", "hardware") or platform.processor() or platform.machine()
+
+
+# The instructions ONNX Runtime's int8 GEMMs (MLAS) gain from: without a dot-product instruction
+# (AVX2 only) an int8 multiply-add is not much cheaper than a float one, which caps INT8 speed-up.
+# x86 lists them under "flags", Arm (a Jetson's Cortex-A78AE: asimddp, i8mm) under "Features".
+INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def int8_isa() -> list[str] | None:
+    """The INT8_ISA entries this CPU has; None where /proc/cpuinfo does not say."""
+    flags = set((_cpuinfo_field("flags", "features") or "").split())
+    return [f for f in INT8_ISA if f in flags] if flags else None
 
 
 def physical_cores() -> int | None:

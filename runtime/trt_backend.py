@@ -8,9 +8,10 @@ mismatch is refused with the command that rebuilds it.
 Memory plan (mirrors the ONNX Runtime backend): device KV buffers sized from ``decoder.max_seq``
 used ping/pong, a shared prefix written straight into buffers of its own, the mask uploaded once,
 positions copied per call into a buffer of their own (TensorRT wants tensor addresses 256-byte
-aligned, which an offset into one arange is not), pinned host staging for embeddings and logits, every copy
-asynchronous on one CUDA stream with one synchronise per call. Only the last position's logits
-come back to the host (engines compute no other row: see ``export.tensorrt_build.keep_last_logits``).
+aligned, which an offset into one arange is not), pinned host staging for embeddings and logits,
+every copy asynchronous on one CUDA stream with one synchronise per call. Only the last
+position's logits come back to the host (engines compute no other row: see
+``export.tensorrt_build.keep_last_logits``).
 """
 
 from __future__ import annotations

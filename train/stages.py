@@ -501,13 +501,14 @@ def select_examples(stage: str, cfg: TrainConfig, sources, store) -> list:
     return out
 
 
-def check_stage_data(stage: str, cfg: TrainConfig, sources, store, world: int) -> None:
-    """Before any training: the stage selects rows, and enough for one batch on every process
-    (a problem found only when the stage starts would come after the earlier stages' work)."""
-    n, batch = len(select_examples(stage, cfg, sources, store)), cfg.stage(stage).batch_size
-    if n < world * batch:
-        raise UserError(f"{stage}: only {n} training examples for {stage}.batch_size={batch} on {world} "
-                        f"process(es): lower {stage}.batch_size or add data")
+def checked_examples(stage: str, cfg: TrainConfig, sources, store, world: int) -> list:
+    """The stage's examples, checked before any training: rows are selected, and enough for one
+    batch on every process (found only when the stage starts, it would waste the earlier stages)."""
+    examples, batch = select_examples(stage, cfg, sources, store), cfg.stage(stage).batch_size
+    if len(examples) < world * batch:
+        raise UserError(f"{stage}: only {len(examples)} training examples for {stage}.batch_size={batch} on "
+                        f"{world} process(es): lower {stage}.batch_size or add data")
+    return examples
 
 
 def balance_views(examples: list) -> list:

@@ -42,8 +42,8 @@ from exo2ego_edge.train.data import (
 from exo2ego_edge.train.evaluation import EvalResult, evaluate_doing, select_doing_rows
 from exo2ego_edge.train.losses import cycle_consistency, feature_kl
 from exo2ego_edge.train.stages import (
-    ENCODERS, SPECS, STAGE_ORDER, StageSpec, TrainConfig, add_lora, apply_trainable, check_stage_data, group_of,
-    load_config, merge_lora, parse_stages, select_examples,
+    ENCODERS, SPECS, STAGE_ORDER, StageSpec, TrainConfig, add_lora, apply_trainable, checked_examples, group_of,
+    load_config, merge_lora, parse_stages,
 )
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,7 @@ class RunContext:
     tokenizer: TextTokenizer
     sources: list[Source]
     store: FrameStore
+    examples: dict[str, list]  # per stage still to train, selected and checked before the first
     on_step: StepHook | None = None
 
 
@@ -182,7 +183,7 @@ class StageTrainer:
         if run.gradient_checkpointing:
             self._enable_gradient_checkpointing(model)
         self.model = model.to(dist.device).train()
-        self.examples = select_examples(self.stage, self.ctx.cfg, self.ctx.sources, self.ctx.store)
+        self.examples = self.ctx.examples[self.stage]
         self.collate = Collator(self.ctx.store, self.ctx.tokenizer, model.cfg.system_prompt,
                                 shift=self.ctx.cfg.data.shift_pixels)
         self.loss_module = StageLoss(model, self.spec, self.scfg, self._tag_idf(model)).to(dist.device)
@@ -440,9 +441,9 @@ def _run(cfg: TrainConfig, names: list[str], resume: bool, vision_tower, llm, on
     import yaml
 
     out = Path(cfg.run.output_dir)
-    check_writable(out / "run.yaml", f"run.output_dir={out}")  # the run writes inside the folder
-    if out.exists() and not out.is_dir():
-        raise UserError(f"run.output_dir={out} is a file, not a folder")
+    # The run writes inside the folder: that (or its nearest existing ancestor) must be a writable
+    # folder, so a file at run.output_dir is refused here too.
+    check_writable(out / "run.yaml", f"run.output_dir={out}")
     if resume and not out.is_dir():
         log.warning("--resume: %s does not exist yet, so the run starts from the beginning", out)
     if not resume:
@@ -467,10 +468,9 @@ def _run(cfg: TrainConfig, names: list[str], resume: bool, vision_tower, llm, on
         build_frame_store(sources, mc.num_frames, mc.vision.image_size, cache_dir, build=True, pool=pool)
     dist_.barrier(dist)
     store = build_frame_store(sources, mc.num_frames, mc.vision.image_size, cache_dir, build=False, pool=pool)
-    ctx = RunContext(cfg, dist, out, tokenizer, sources, store, on_step)
-    for stage in names:
-        if not (out / stage / "final").is_dir():
-            check_stage_data(stage, cfg, sources, store, dist.world)
+    examples = {stage: checked_examples(stage, cfg, sources, store, dist.world)
+                for stage in names if not (out / stage / "final").is_dir()}
+    ctx = RunContext(cfg, dist, out, tokenizer, sources, store, examples, on_step)
 
     for stage in names:
         stage_dir = out / stage

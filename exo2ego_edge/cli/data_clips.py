@@ -47,8 +47,7 @@ def build_clips(
     exo camera) with one warning each; nothing is written if no clip survives.
     """
     from exo2ego_edge.errors import UserError
-    from exo2ego_edge.train.clips import build_clips as build
-    from exo2ego_edge.train.clips import default_instructions_path
+    from exo2ego_edge.train.clips import build_clips as build, default_instructions_path
 
     existing = [f for f in (out, instructions_out or default_instructions_path(out)) if f.exists()]
     if existing and not overwrite:

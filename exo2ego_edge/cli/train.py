@@ -60,9 +60,9 @@ def train(config: str, stages: str | None, resume: bool, vision_tower: str | Non
 
     out = run_training(config, stages=stages, overrides=overrides, resume=resume,
                        vision_tower=vision_tower, llm=llm)
-    _echo_stage_summaries(out.parent if out.name == "student" else out.parent.parent)
-    what = "student checkpoint" if out.name == "student" else "latest stage checkpoint"
-    click.echo(f"{what}: {out}")
+    student = out.name == "student"  # else <run>/<stage>/final
+    _echo_stage_summaries(out.parent if student else out.parent.parent)
+    click.echo(f"{'student checkpoint' if student else 'latest stage checkpoint'}: {out}")
 
 
 def _echo_stage_summaries(run: Path) -> None:
