@@ -9,11 +9,12 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 # torch is pinned to the CPU wheel on this machine's disk (pyproject pins torch==2.13.0);
-# transformers stays below 4.58 because optimum-onnx needs it.
+# transformers stays below 4.58 because optimum-onnx needs it. The warnings filter hides setuptools'
+# note that an editable install of a package mapped from several folders uses an import finder.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[runtime,train,export,dev]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e '.[runtime,train,export,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -229,31 +229,9 @@ FORCED = 2  # clips the student is overfit on, each with its own caption
 @pytest.fixture(scope="module")
 def student(tmp_path_factory) -> Path:
     """A tiny student overfit so clip i answers CAPTIONS[i]: the scorer must pick it per clip."""
-    import torch
+    from exo2ego_edge.export.fixtures import make_tiny_student
 
-    from exo2ego_edge.export.fixtures import CAPTIONS, QUESTION, clip_frames_for, tiny_config
-    from exo2ego_edge.model import Exo2Ego
-    from exo2ego_edge.prompt import get_template, train_bpe
-
-    folder = tmp_path_factory.mktemp("student") / "ckpt"
-    cfg0 = tiny_config(320)
-    tok = train_bpe([*CAPTIONS, QUESTION] * 4, 320, get_template(cfg0.chat_template), cfg0.system_prompt)
-    cfg = tiny_config(tok.vocab_size)
-    torch.manual_seed(0)
-    model = Exo2Ego(cfg, student=True)
-    frames = torch.from_numpy(np.stack([clip_frames_for(i, cfg.num_frames, cfg.vision.image_size) for i in range(FORCED)]))
-    prompts = [tok.prompt_ids(cfg.system_prompt, QUESTION)] * FORCED
-    answers = [tok.answer_ids(c) for c in CAPTIONS[:FORCED]]
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(80):
-        loss = model.vtg_loss(model(frames), prompts, answers)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.1
-    model.eval().save_pretrained(folder)
-    tok.save(folder / "tokenizer.json")
-    return folder
+    return make_tiny_student(tmp_path_factory.mktemp("student") / "ckpt", captions=FORCED)
 
 
 def _forced_questions():
@@ -262,6 +240,7 @@ def _forced_questions():
     return QUESTION, list(CAPTIONS)
 
 
+@pytest.mark.isa
 def test_torch_scorer_picks_the_answer_the_model_was_overfit_on(student):
     from exo2ego_edge.export.fixtures import clip_frames_for
     from exo2ego_edge.train.scoring import TorchScorer
@@ -277,6 +256,7 @@ def test_torch_scorer_picks_the_answer_the_model_was_overfit_on(student):
         assert all(p.tokens == s.tokens - 1 for p, s in zip(prefix, scores))
 
 
+@pytest.mark.isa
 def test_bundle_scorer_matches_torch_scorer(student, tmp_path):
     from exo2ego_edge.export.fixtures import clip_frames_for
     from exo2ego_edge.export.pipeline import export_bundle
@@ -294,6 +274,7 @@ def test_bundle_scorer_matches_torch_scorer(student, tmp_path):
         assert torch_s.answer(torch_s.encode(frames), question) == bundle_s.answer(bundle_s.encode(frames), question)
 
 
+@pytest.mark.isa
 def test_score_task_end_to_end_on_a_video(student, tmp_path):
     """A choice task on a real mp4: decode once, score, accuracy and chance reported."""
     from video_fixtures import write_test_mp4
@@ -309,6 +290,7 @@ def test_score_task_end_to_end_on_a_video(student, tmp_path):
     assert result.score == pytest.approx(25.0)  # one clip, four different answers: exactly one is right
 
 
+@pytest.mark.isa
 def test_cli_eval_on_a_suite_folder(student, tmp_path):
     from video_fixtures import write_test_mp4
 

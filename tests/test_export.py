@@ -50,7 +50,7 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(work) -> Path:
-    return make_tiny_student(work / "student", overfit_steps=40)
+    return make_tiny_student(work / "student")
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,7 @@ def int8_bundle(work, checkpoint, clips) -> Path:
     return out
 
 
+@pytest.mark.isa
 def test_fp32_bundle_reproduces_pytorch_greedy_token_for_token(fp32_bundle, checkpoint):
     student = load_student(checkpoint)
     model, tok, cfg = student.model, student.tokenizer, student.model.cfg
@@ -182,6 +183,7 @@ def test_calibration_frames_are_the_runtime_decoders(clips):
     np.testing.assert_array_equal(frames, decode_clip(row["ego_video"], row["start"], row["end"], 3, 16))
 
 
+@pytest.mark.isa
 def test_int8_cpu_keeps_parity_and_shrinks(int8_bundle, fp32_bundle):
     m = load_manifest(int8_bundle)
     assert {g.precision for g in m.graphs.values()} == {"int8"}

@@ -199,7 +199,7 @@ def test_trt_engines_build_from_a_bundle(tmp_path):  # pragma: no cover - needs 
     from exo2ego_edge.export.fixtures import make_tiny_student
     from exo2ego_edge.export.pipeline import export_bundle
 
-    ckpt = make_tiny_student(tmp_path / "s", overfit_steps=0)
+    ckpt = make_tiny_student(tmp_path / "s", overfit_to=None)
     result = export_bundle(ckpt, tmp_path / "b", "fp16", "tensorrt", trt=True, parity_samples=1,
                            thresholds=None, force=True)
     assert {e.graph for e in result.manifest.engines} == {"vision", "decoder"}

@@ -32,6 +32,7 @@ def _metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.isa
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     clips = make_dataset(tmp_path / "data")
     killed_out, clean_out = tmp_path / "killed" / "run", tmp_path / "clean" / "run"

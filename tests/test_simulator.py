@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from exo2ego_edge.assets import ASSETS, SAMPLE_CLIP
 from exo2ego_edge.cli import cli, main
+from exo2ego_edge.train.simulator import SynthConfig, x264_params, assign_takes, synthesize_take
 
 SIZE, FPS, TAKES = 64, 4, 20  # 4 fps: half the frames, same code paths
 
@@ -187,6 +189,7 @@ JSON_FILES = (
 )
 
 
+@pytest.mark.isa
 def test_same_seed_same_world_and_other_seed_another(tmp_path):
     a = _small_world(tmp_path, "a", seed=7, jobs=1, takes=2)
     b = _small_world(tmp_path, "b", seed=7, jobs=2, takes=2)  # worker count must not matter
@@ -197,6 +200,21 @@ def test_same_seed_same_world_and_other_seed_another(tmp_path):
     take = load(a, "takes.json")[0]
     for cam, path in video_paths(a, take).items():
         assert np.array_equal(decode(path), decode(b / path.relative_to(a))), cam
+
+
+@pytest.mark.isa
+@pytest.mark.skipif(x264_params() == "threads=1", reason="libx264 is pinned to AVX2, which this CPU lacks")
+def test_the_shipped_sample_clip_is_rendered_again_byte_for_byte(tmp_path):
+    """The world the shipped student was trained on (PROVENANCE.md: seed 7, 160 takes, 64 px) was
+    made on another CPU; one of its takes, made again here, must be the same file."""
+    sample = json.loads((ASSETS / "sample_ego.json").read_text())
+    cfg = SynthConfig(takes=160, seed=7, size=64, fps=8, exo_cams=2, val_frac=0.2,
+                      exo_text_frac=0.6, ego_text_frac=0.15)  # fmt: skip
+    index = int(sample["take"].rsplit("_", 1)[1])
+    out = synthesize_take(cfg, assign_takes(cfg)[index], tmp_path)
+    assert out.entry["take_name"] == sample["take"]
+    ego = tmp_path / out.entry["root_dir"] / "frame_aligned_videos" / "aria01_214-1.mp4"
+    assert ego.read_bytes() == SAMPLE_CLIP.read_bytes()
 
 
 def test_existing_out_is_refused_in_one_line(tmp_path, capsys):

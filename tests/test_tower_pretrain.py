@@ -62,6 +62,7 @@ def test_patch_targets_are_pixel_fractions():
     assert torch.allclose(t[0, 0], torch.tensor([0.5, 0.0, 0.5])) and torch.allclose(t[0, 1:, 0], torch.ones(3))
 
 
+@pytest.mark.isa
 def test_pretraining_lowers_the_loss_and_writes_a_tower_training_loads(tmp_path):
     cfg = TowerPretrainConfig(takes=3, val_takes=1, steps=40, batch_size=16, eval_every=20, workers=1,
                               frame_stride=4, lr=3e-3, warmup_steps=5)

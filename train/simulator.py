@@ -41,6 +41,15 @@ is an object's bottom centre. Times are seconds from the start of the take.
                     null for turns), contents_before, contents_after ({container id: [ids]}
                     for every bowl and box), ego_visible, best_exo}]
     head_turns    [{action_index, direction, start, end, peak_yaw_deg}]
+
+Determinism: a world is a function of its seed alone, whatever ``jobs`` is and whatever the CPU.
+The JSON files are byte-identical everywhere, and so are the rendered frames before encoding
+(plain float64 numpy; checked with numpy's dispatch cut to its baseline and under other OpenBLAS
+kernels). The videos are byte-identical on every x86-64 CPU with AVX2: libx264 is pinned to its
+AVX2 code, because its output depends on the instruction set it picks and its AVX-512 code is not
+even repeatable within one process (the same frames encoded twice in a row came out different on
+an AVX-512 CPU). Elsewhere (Arm, x86 without AVX2) libx264 uses other code: the videos are
+repeatable there but differ from x86's by encoder rounding (a few grey levels).
 """
 
 from __future__ import annotations
@@ -706,8 +715,18 @@ class TakeRender:
     n_frames: int
 
 
+def x264_params() -> str:
+    """libx264's settings that make the same frames give the same bytes (module docstring)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__
+    avx2 = all(__cpu_features__.get(f, False) for f in ("AVX2", "FMA3", "BMI2"))
+    return "threads=1:asm=AVX2" if avx2 else "threads=1"
+
+
 class VideoWriter:
-    """One H.264 mp4 (libx264, yuv420p, single-threaded so output does not depend on the CPU)."""
+    """One H.264 mp4 (libx264, yuv420p, one thread, instruction set pinned: see the module doc)."""
 
     def __init__(self, path: Path, size: int, fps: int):
         import av  # heavy; only needed while writing
@@ -718,7 +737,8 @@ class VideoWriter:
         self.stream = self.container.add_stream("libx264", rate=fps)
         self.stream.width = self.stream.height = size
         self.stream.pix_fmt = "yuv420p"
-        self.stream.options = {"crf": "20", "preset": "veryfast", "threads": "1"}
+        self.stream.options = {"crf": "20", "preset": "veryfast", "threads": "1",
+                               "x264-params": x264_params()}
         self.stream.codec_context.thread_count = 1
 
     def write(self, rgb: np.ndarray) -> None:
