@@ -124,9 +124,9 @@ def variants(s: Schedule) -> dict[str, Variant]:
 
 def prepare_data(world: Path, work: Path, takes: int, seed: int) -> tuple[list[str], Path]:
     """Simulated world (made if missing), its clips, and the EgoSim-Bench suite from val takes."""
-    from exo2ego_edge.train.clips import split_clip_files
-    from exo2ego_edge.train.egosim_bench import write_suite
-    from exo2ego_edge.train.simulator import synthesize_world
+    from exo2ego_edge.data.clips import split_clip_files
+    from exo2ego_edge.eval.egosim_bench import write_suite
+    from exo2ego_edge.data.simulator import synthesize_world
 
     if not (world / "simulator" / "take_records.jsonl").is_file():
         synthesize_world(world, takes=takes, seed=seed, size=64, val_frac=0.3, jobs=1, progress=False)
@@ -140,7 +140,7 @@ def prepare_data(world: Path, work: Path, takes: int, seed: int) -> tuple[list[s
 def train_and_score(v: Variant, seed: int, clips: list[str], suite, frames, work: Path, threads: int = 1,
                     image_size: int = 64, tower: str | None = None) -> dict:
     """One run: train the variant, score its student on EgoSim-Bench; cached in WORK/results."""
-    from exo2ego_edge.train.scoring import TorchScorer, score_suite
+    from exo2ego_edge.eval.scoring import TorchScorer, score_suite
     from exo2ego_edge.train.trainer import run_training
 
     name = f"{v.key}_seed{seed}"
@@ -259,7 +259,7 @@ def quantization(best_student: Path, suite, frames, work: Path, results: Path = 
                  name: str = "egosim_quantization") -> dict:
     """The same student as PyTorch, FP32 bundle and INT8 bundle, on the same EgoSim-Bench."""
     from exo2ego_edge.export.pipeline import export_bundle
-    from exo2ego_edge.train.scoring import BundleScorer, TorchScorer, score_suite
+    from exo2ego_edge.eval.scoring import BundleScorer, TorchScorer, score_suite
 
     rows = {}
     t0 = time.perf_counter()
@@ -279,7 +279,7 @@ def quantization(best_student: Path, suite, frames, work: Path, results: Path = 
              f"Student: `{best_student}` (variant (b), the central experiment's best seed). Bundles exported "
              "with `export_bundle(..., target='cpu')` (INT8: vision INT8 weights with dynamic or calibrated static "
              "activations, decoder weight-only INT8) and scored through the runtime's ONNX Runtime backend "
-             "(`train/scoring.BundleScorer`) on the same questions and decoded frames.", "",
+             "(`eval/scoring.BundleScorer`) on the same questions and decoded frames.", "",
              "| task (metric) | chance | " + " | ".join(rows) + " |", "|---|---|" + "---|" * len(rows)]
     for i, t in enumerate(tasks):
         first = rows["pytorch fp32"].tasks[i]
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quantization", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("exo2ego_edge.train.video_cache", "exo2ego_edge.export"):
+    for noisy in ("exo2ego_edge.data.video_cache", "exo2ego_edge.export"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import torch
 
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
         check_tower_size(tower, args.image_size)
     suffix = "_pretrained_tower" if tower else ""
     name = f"central_experiment{suffix}"
-    from exo2ego_edge.train.bench_questions import read_suite
+    from exo2ego_edge.eval.questions import read_suite
 
     suite = read_suite(suite_dir)
     frames: dict = {}

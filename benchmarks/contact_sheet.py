@@ -17,7 +17,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from exo2ego_edge.train.simulator import synthesize_world
+from exo2ego_edge.data.simulator import synthesize_world
 
 LABEL_W, CAPTION_H, GAP = 70, 30, 4
 

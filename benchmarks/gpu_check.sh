@@ -213,7 +213,7 @@ except ImportError:
     print("note: PyAV (av) is missing: video decode is not measured, frames are fed directly")
 import onnxruntime as ort
 from exo2ego_edge.export.random_bundle import build_random_bundle
-from exo2ego_edge.runtime import bench_harness
+from exo2ego_edge.perf import harness as bench_harness
 bundle = build_random_bundle("egosim-tiny", "int8", cache_dir=os.path.join(out, "bundles"), max_frames=16)
 device = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
 cfg = bench_harness.BenchConfig(frames=[4, 16], runs=10, warmup=2, device=device)

@@ -26,8 +26,8 @@ STAGES = ("init", "stage1", "stage2", "stage3")
 
 
 def prepare(work: Path, takes: int, size: int, seed: int) -> list[str]:
-    from exo2ego_edge.train.clips import split_clip_files
-    from exo2ego_edge.train.simulator import synthesize_world
+    from exo2ego_edge.data.clips import split_clip_files
+    from exo2ego_edge.data.simulator import synthesize_world
 
     world = work / "world"
     if not (world / "takes.json").is_file():

@@ -11,7 +11,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from exo2ego_edge.runtime import bench_harness
+from exo2ego_edge.perf import harness as bench_harness
 
 pytest.importorskip("torch")  # building the bundle needs the export layer
 

@@ -17,8 +17,8 @@ from video_fixtures import QUIRK_FIXTURE, build_quirk_root
 
 from exo2ego_edge.cli import cli, main
 from exo2ego_edge.errors import UserError
-from exo2ego_edge.train import clips as clips_mod
-from exo2ego_edge.train.clips import (
+from exo2ego_edge.data import clips as clips_mod
+from exo2ego_edge.data.clips import (
     build_clips,
     clip_stats,
     clip_window,
@@ -27,7 +27,7 @@ from exo2ego_edge.train.clips import (
     format_stats,
     read_jsonl,
 )
-from exo2ego_edge.train.instructions import (
+from exo2ego_edge.data.instructions import (
     Action,
     Instruction,
     base_form,
@@ -200,7 +200,7 @@ def test_build_exact_rows(root: Path, tmp_path: Path, caplog: pytest.LogCaptureF
     assert read_jsonl(instr) == _expected_instructions(root)
     # One warning line per bad video, naming the file and the problem; missing_c's exo video
     # is not probed at all because its ego video is already missing.
-    warnings = [r.getMessage() for r in caplog.records if r.name == "exo2ego_edge.train.clips"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "exo2ego_edge.data.clips"]
     assert warnings == [
         f"take kitchen_a: exo camera cam03 skipped: {_fav(root, 'kitchen_a', 'cam03.mp4')}: "
         "unreadable (InvalidDataError: Invalid data found when processing input)",

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from exo2ego_edge.errors import UserError
-from exo2ego_edge.train import egobench as eg
-from exo2ego_edge.train.bench_questions import read_suite, write_questions
+from exo2ego_edge.eval import egobench as eg
+from exo2ego_edge.eval.questions import read_suite, write_questions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "egobench"
 

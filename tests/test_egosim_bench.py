@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from exo2ego_edge.train import egosim_bench as eb
-from exo2ego_edge.train import simulator as sim
-from exo2ego_edge.train.bench_questions import Question, read_suite
-from exo2ego_edge.train.instructions import parse_description
-from exo2ego_edge.train.scoring import average_precision, column_map, ndcg, random_expectation
+from exo2ego_edge.eval import egosim_bench as eb
+from exo2ego_edge.data import simulator as sim
+from exo2ego_edge.eval.questions import Question, read_suite
+from exo2ego_edge.data.instructions import parse_description
+from exo2ego_edge.eval.scoring import average_precision, column_map, ndcg, random_expectation
 
 
 # --- a world of records ---------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def _forced_questions():
 @pytest.mark.isa
 def test_torch_scorer_picks_the_answer_the_model_was_overfit_on(student):
     from exo2ego_edge.export.fixtures import clip_frames_for
-    from exo2ego_edge.train.scoring import TorchScorer
+    from exo2ego_edge.eval.scoring import TorchScorer
 
     scorer = TorchScorer.from_checkpoint(student)
     question, options = _forced_questions()
@@ -260,7 +260,7 @@ def test_torch_scorer_picks_the_answer_the_model_was_overfit_on(student):
 def test_bundle_scorer_matches_torch_scorer(student, tmp_path):
     from exo2ego_edge.export.fixtures import clip_frames_for
     from exo2ego_edge.export.pipeline import export_bundle
-    from exo2ego_edge.train.scoring import BundleScorer, TorchScorer
+    from exo2ego_edge.eval.scoring import BundleScorer, TorchScorer
 
     bundle = export_bundle(student, tmp_path / "fp32", "fp32", parity_samples=1).out
     torch_s, bundle_s = TorchScorer.from_checkpoint(student), BundleScorer.from_bundle(bundle, threads=1)
@@ -279,7 +279,7 @@ def test_score_task_end_to_end_on_a_video(student, tmp_path):
     """A choice task on a real mp4: decode once, score, accuracy and chance reported."""
     from video_fixtures import write_test_mp4
 
-    from exo2ego_edge.train.scoring import TorchScorer, score_task
+    from exo2ego_edge.eval.scoring import TorchScorer, score_task
 
     video = str(write_test_mp4(tmp_path / "ego.mp4", frames=20, size=(48, 48), fps=10))
     question, options = _forced_questions()
@@ -295,7 +295,7 @@ def test_cli_eval_on_a_suite_folder(student, tmp_path):
     from video_fixtures import write_test_mp4
 
     from exo2ego_edge.cli import cli
-    from exo2ego_edge.train.bench_questions import write_questions
+    from exo2ego_edge.eval.questions import write_questions
 
     video = str(write_test_mp4(tmp_path / "ego.mp4", frames=20, size=(48, 48), fps=10))
     question, options = _forced_questions()
@@ -332,7 +332,7 @@ def _pattern_video(path: Path, index: int, size: int) -> str:
 
 def test_clip_choice_picks_the_clip_the_text_belongs_to(student, tmp_path):
     """EgoMCQ's direction (text -> one of several clips) through the same option scoring."""
-    from exo2ego_edge.train.scoring import TorchScorer, score_task
+    from exo2ego_edge.eval.scoring import TorchScorer, score_task
 
     scorer = TorchScorer.from_checkpoint(student)
     question, options = _forced_questions()

@@ -30,8 +30,8 @@ from exo2ego_edge.model import load_student
 from exo2ego_edge.export.tensorrt_build import keep_last_logits
 from exo2ego_edge.runtime import Runtime
 from exo2ego_edge.runtime.video import decode_clip
-from exo2ego_edge.train.clips import split_clip_files
-from exo2ego_edge.train.simulator import synthesize_world
+from exo2ego_edge.data.clips import split_clip_files
+from exo2ego_edge.data.simulator import synthesize_world
 
 FLOAT_ONLY_OPS = {"Add", "LayerNormalization", "SimplifiedLayerNormalization", "Softmax"}
 

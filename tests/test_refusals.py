@@ -74,7 +74,7 @@ def test_build_clips_does_not_replace_its_output_without_overwrite(tmp_path):
 
 
 def test_a_world_without_training_takes_is_refused(tmp_path):
-    from exo2ego_edge.train.simulator import synthesize_world
+    from exo2ego_edge.data.simulator import synthesize_world
 
     with pytest.raises(UserError, match="leaves no training take"):
         synthesize_world(tmp_path / "w", takes=3, val_frac=0.9)
@@ -82,8 +82,8 @@ def test_a_world_without_training_takes_is_refused(tmp_path):
 
 
 def test_data_stats_refuses_an_empty_or_malformed_clips_file(tmp_path):
-    from exo2ego_edge.train.clips import dataset_stats
-    from exo2ego_edge.train.simulator import synthesize_world
+    from exo2ego_edge.data.clips import dataset_stats
+    from exo2ego_edge.data.simulator import synthesize_world
 
     synthesize_world(tmp_path / "w", takes=2, val_frac=0.5, jobs=1, progress=False)
     (tmp_path / "empty.jsonl").write_text("")

@@ -9,8 +9,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from exo2ego_edge.runtime import jetson, roofline  # noqa: E402
-from exo2ego_edge.runtime.bench_harness import summarize  # noqa: E402
+from exo2ego_edge.perf import jetson, roofline  # noqa: E402
+from exo2ego_edge.perf.harness import summarize  # noqa: E402
 
 
 def _graph(tmp_path, nodes, inputs, outputs, inits):

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from exo2ego_edge.assets import ASSETS, SAMPLE_CLIP
 from exo2ego_edge.cli import cli, main
-from exo2ego_edge.train.simulator import SynthConfig, x264_params, assign_takes, synthesize_take
+from exo2ego_edge.data.simulator import SynthConfig, x264_params, assign_takes, synthesize_take
 
 SIZE, FPS, TAKES = 64, 4, 20  # 4 fps: half the frames, same code paths
 
@@ -166,7 +166,7 @@ def test_ego_moves_more_than_exo_and_shows_something_else(world):
 
 @pytest.mark.parametrize("cams", range(2, 9))
 def test_exo_cameras_keep_the_whole_reach_area_in_view(cams):
-    from exo2ego_edge.train import simulator as sim
+    from exo2ego_edge.data import simulator as sim
 
     corners = [np.array([x, y, 0.0]) for x in sim.REACH_X for y in sim.REACH_Y]  # on the table
     for cam_id, cam in sim.exo_cameras(cams, 64).items():

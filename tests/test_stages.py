@@ -170,7 +170,7 @@ def test_frame_cache_centre_frames_are_the_runtimes_pixels(tmp_path):
 
     from exo2ego_edge.runtime.video import decode_clip
     from exo2ego_edge.train.data import read_jsonl
-    from exo2ego_edge.train.video_cache import load_or_build
+    from exo2ego_edge.data.video_cache import load_or_build
 
     train, _ = make_dataset(tmp_path / "d", videos=1, clips_per_video=3)
     rows = read_jsonl(train, ("ego_video", "start", "end"))

@@ -12,9 +12,9 @@ pytestmark = pytest.mark.slow
 
 def test_simulated_world_to_student(tmp_path):
     from exo2ego_edge.model import load_student
-    from exo2ego_edge.train.clips import split_clip_files
+    from exo2ego_edge.data.clips import split_clip_files
     from exo2ego_edge.train.evaluation import DOING_QUESTION, answer_questions
-    from exo2ego_edge.train.simulator import synthesize_world
+    from exo2ego_edge.data.simulator import synthesize_world
 
     world = tmp_path / "world"
     synthesize_world(world, takes=4, size=32, val_frac=0.25, exo_text_frac=0.5, ego_text_frac=0.25)

@@ -16,7 +16,7 @@ import torch
 
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.jsonl import read_jsonl
-from exo2ego_edge.train.clips import CLIP_KEYS
+from exo2ego_edge.data.clips import CLIP_KEYS
 
 INSTRUCTION_KEYS = ("take_uid", "split", "ego_video", "start", "end", "question", "answer", "text_side")
 
@@ -210,7 +210,7 @@ class Source:
 
 def load_sources(clips: list[str], instructions: list[str] | None, base: Path | None = None) -> list[Source]:
     """Read every clips / instruction file (instructions default to the clip builder's names)."""
-    from exo2ego_edge.train.clips import default_instructions_path
+    from exo2ego_edge.data.clips import default_instructions_path
 
     def resolve(p: str) -> Path:
         path = Path(p).expanduser()
@@ -233,7 +233,7 @@ def build_frame_store(sources: list[Source], num_frames: int, size: int, cache_d
                       build: bool, pool: int = 1) -> FrameStore:
     """Decode (``build``) or open the frame cache of every source and view (``pool`` candidate
     frames per model frame: the temporal-jitter range)."""
-    from exo2ego_edge.train.video_cache import load_or_build
+    from exo2ego_edge.data.video_cache import load_or_build
 
     store = FrameStore()
     for src in sources:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from exo2ego_edge.train.instructions import ing_form
+from exo2ego_edge.data.instructions import ing_form
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from torch import nn
 
 from exo2ego_edge.atomic import atomic_dir
 from exo2ego_edge.errors import UserError
-from exo2ego_edge.train import simulator as sim
+from exo2ego_edge.data import simulator as sim
 
 log = logging.getLogger(__name__)
 

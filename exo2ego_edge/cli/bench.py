@@ -1,6 +1,6 @@
 """`exo2ego-edge bench`: per-stage latency distributions, rooflines and a Jetson projection.
 
-A thin wrapper over :func:`exo2ego_edge.runtime.bench_harness.run_benchmark`; only ``--preset``
+A thin wrapper over :func:`exo2ego_edge.perf.harness.run_benchmark`; only ``--preset``
 (a random-weight bundle built through the real exporter) imports the export layer and torch.
 """
 
@@ -65,7 +65,7 @@ def bench(bundle: Path | None, preset: str | None, precision: str, llm_layers: i
     exo2ego-edge bench --bundle out/bundle --frames 8,16 --json bench.json
     exo2ego-edge bench --preset egosim-tiny --precision int8 --runs 5 --json out.json
     """
-    from exo2ego_edge.runtime import bench_harness
+    from exo2ego_edge.perf import harness as bench_harness
 
     if (bundle is None) == (preset is None):
         raise UserError("bench needs exactly one of --bundle or --preset")

@@ -1,4 +1,4 @@
-"""`exo2ego-edge data build-clips` and `data stats`: thin over exo2ego_edge.train.clips."""
+"""`exo2ego-edge data build-clips` and `data stats`: thin over exo2ego_edge.data.clips."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def build_clips(
     exo camera) with one warning each; nothing is written if no clip survives.
     """
     from exo2ego_edge.errors import UserError
-    from exo2ego_edge.train.clips import build_clips as build, default_instructions_path
+    from exo2ego_edge.data.clips import build_clips as build, default_instructions_path
 
     existing = [f for f in (out, instructions_out or default_instructions_path(out)) if f.exists()]
     if existing and not overwrite:
@@ -73,7 +73,7 @@ def build_clips(
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
 def stats(root: Path, clips: Path | None, as_json: bool) -> None:
     """Counts per split, kept/dropped descriptions, and clip lengths / pairs / text sides."""
-    from exo2ego_edge.train.clips import dataset_stats, format_stats
+    from exo2ego_edge.data.clips import dataset_stats, format_stats
 
     result = dataset_stats(root, clips)
     click.echo(json.dumps(result, indent=2) if as_json else format_stats(result))

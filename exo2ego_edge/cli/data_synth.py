@@ -38,7 +38,7 @@ def synth(out: Path, overwrite: bool, **knobs) -> None:
     takes/<take>/frame_aligned_videos/*.mp4 and simulator/take_records.jsonl.
     """
     from exo2ego_edge.atomic import check_writable
-    from exo2ego_edge.train.simulator import synthesize_world  # lazy: keeps --help fast
+    from exo2ego_edge.data.simulator import synthesize_world  # lazy: keeps --help fast
 
     check_writable(out, f"--out {out}")
     report = synthesize_world(out, overwrite=overwrite, **knobs)

@@ -58,7 +58,7 @@ def run_steps(steps: list[tuple[str, Callable[[], str]]]) -> None:
 
 
 def _synthesize(p: DemoPaths, takes: int, seed: int) -> str:
-    from exo2ego_edge.train.simulator import synthesize_world
+    from exo2ego_edge.data.simulator import synthesize_world
 
     report = synthesize_world(p.world, takes=takes, seed=seed, size=64, overwrite=True, progress=True)
     click.echo(f"    {report.summary()}")
@@ -66,7 +66,7 @@ def _synthesize(p: DemoPaths, takes: int, seed: int) -> str:
 
 
 def _build_clips(p: DemoPaths) -> str:
-    from exo2ego_edge.train.clips import build_clips, dataset_stats, format_stats
+    from exo2ego_edge.data.clips import build_clips, dataset_stats, format_stats
 
     for split in ("train", "val"):
         report = build_clips(p.world, split, p.clips / f"{split}.jsonl", progress=False)
@@ -86,7 +86,7 @@ def _train(p: DemoPaths, config: str) -> str:
 
 
 def _held_out_rows(p: DemoPaths, limit: int) -> list[dict]:
-    from exo2ego_edge.train.clips import read_jsonl
+    from exo2ego_edge.data.clips import read_jsonl
     from exo2ego_edge.train.evaluation import select_doing_rows
 
     rows = read_jsonl(p.clips / "val.instructions.jsonl")
@@ -144,7 +144,7 @@ def _ask(p: DemoPaths, questions: int) -> str:
 
 
 def _bench(p: DemoPaths) -> str:
-    from exo2ego_edge.runtime.bench_harness import BenchConfig, plot, run_benchmark, to_markdown
+    from exo2ego_edge.perf.harness import BenchConfig, plot, run_benchmark, to_markdown
 
     from exo2ego_edge.bundle import read_manifest
 

@@ -1,8 +1,8 @@
 """`exo2ego-edge eval`: score a checkpoint or a bundle on EgoSim-Bench / EgoBench.
 
-Thin click over :mod:`exo2ego_edge.train.scoring` (the same scoring for both, so FP32 vs INT8 is
-one flag apart) and the suite readers in :mod:`exo2ego_edge.train.egosim_bench` /
-:mod:`exo2ego_edge.train.egobench`.
+Thin click over :mod:`exo2ego_edge.eval.scoring` (the same scoring for both, so FP32 vs INT8 is
+one flag apart) and the suite readers in :mod:`exo2ego_edge.eval.egosim_bench` /
+:mod:`exo2ego_edge.eval.egobench`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def eval_(checkpoint: Path | None, bundle: Path | None, suite: str, data: Path, 
       exo2ego-edge eval --bundle bundle --suite egobench --data egobench.json --tasks egoschema
     """
     from exo2ego_edge.atomic import atomic_file, check_writable
-    from exo2ego_edge.train.scoring import make_scorer, score_suite
+    from exo2ego_edge.eval.scoring import make_scorer, score_suite
 
     if json_out is not None:
         check_writable(json_out, f"--json {json_out}")  # before minutes of scoring
@@ -55,7 +55,7 @@ def eval_(checkpoint: Path | None, bundle: Path | None, suite: str, data: Path, 
     if suite == "egosim":
         questions, category = _egosim(data, wanted, seed)
     else:
-        from exo2ego_edge.train.egobench import category_of, load_egobench
+        from exo2ego_edge.eval.egobench import category_of, load_egobench
 
         questions, category = load_egobench(data, wanted), category_of
     result = score_suite(scorer, questions, normalize=normalize, category=category, progress=True)
@@ -68,8 +68,8 @@ def eval_(checkpoint: Path | None, bundle: Path | None, suite: str, data: Path, 
 
 
 def _egosim(data: Path, tasks: list[str] | None, seed: int):
-    from exo2ego_edge.train.bench_questions import read_suite
-    from exo2ego_edge.train.egosim_bench import category_of, generate_suite
+    from exo2ego_edge.eval.questions import read_suite
+    from exo2ego_edge.eval.egosim_bench import category_of, generate_suite
 
     if (data / "simulator" / "take_records.jsonl").is_file():
         suite = generate_suite(data, seed=seed, tasks=tasks)

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from exo2ego_edge.atomic import atomic_file
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.jsonl import read_jsonl
-from exo2ego_edge.train.egoexo4d import (
+from exo2ego_edge.data.egoexo4d import (
     Description,
     Take,
     VideoError,
@@ -47,7 +47,7 @@ from exo2ego_edge.train.egoexo4d import (
     read_takes,
     resolve_video,
 )
-from exo2ego_edge.train.instructions import make_instructions, rewrite_wearer
+from exo2ego_edge.data.instructions import make_instructions, rewrite_wearer
 
 log = logging.getLogger(__name__)
 

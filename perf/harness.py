@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from exo2ego_edge.bundle import Manifest
-from exo2ego_edge.runtime import jetson, roofline, sysinfo
+from exo2ego_edge.perf import jetson, roofline
+from exo2ego_edge.runtime import sysinfo
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,9 @@ import numpy as np
 
 from exo2ego_edge.atomic import atomic_file
 from exo2ego_edge.errors import UserError
-from exo2ego_edge.train.bench_questions import Question, write_questions
-from exo2ego_edge.train.clips import DEFAULT_WEARER, clip_window
-from exo2ego_edge.train.instructions import ing_form, rewrite_wearer
+from exo2ego_edge.eval.questions import Question, write_questions
+from exo2ego_edge.data.clips import DEFAULT_WEARER, clip_window
+from exo2ego_edge.data.instructions import ing_form, rewrite_wearer
 
 log = logging.getLogger(__name__)
 

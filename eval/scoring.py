@@ -42,7 +42,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from exo2ego_edge.errors import UserError
-from exo2ego_edge.train.bench_questions import ClipKey, Question
+from exo2ego_edge.eval.questions import ClipKey, Question
 
 log = logging.getLogger(__name__)
 
@@ -429,7 +429,7 @@ def score_suite(scorer: Scorer, suite: dict[str, list[Question]], normalize: str
                 frames: FrameCache | None = None, category: Callable[[str], str] | None = None,
                 progress: bool = False) -> SuiteResult:
     """Every task of ``suite``; ``frames`` is shared so several scorers decode each clip once."""
-    from exo2ego_edge.train.egosim_bench import category_of
+    from exo2ego_edge.eval.egosim_bench import category_of
 
     category = category or category_of
     frames = {} if frames is None else frames

@@ -70,7 +70,7 @@ import numpy as np
 
 from exo2ego_edge.atomic import atomic_dir
 from exo2ego_edge.errors import UserError
-from exo2ego_edge.train import sim_render as R
+from exo2ego_edge.data import sim_render as R
 
 log = logging.getLogger(__name__)
 

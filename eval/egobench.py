@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from exo2ego_edge.errors import UserError
-from exo2ego_edge.train.bench_questions import Question, read_suite
-from exo2ego_edge.train.clips import DEFAULT_WEARER
-from exo2ego_edge.train.instructions import rewrite_wearer
+from exo2ego_edge.eval.questions import Question, read_suite
+from exo2ego_edge.data.clips import DEFAULT_WEARER
+from exo2ego_edge.data.instructions import rewrite_wearer
 
 log = logging.getLogger(__name__)
 
