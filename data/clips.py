@@ -31,11 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from exo2ego_edge.atomic import atomic_file
-from exo2ego_edge.errors import UserError
-from exo2ego_edge.jsonl import read_jsonl
 from exo2ego_edge.data.egoexo4d import (
     Description,
     Take,
@@ -48,6 +44,8 @@ from exo2ego_edge.data.egoexo4d import (
     resolve_video,
 )
 from exo2ego_edge.data.instructions import make_instructions, rewrite_wearer
+from exo2ego_edge.errors import UserError
+from exo2ego_edge.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +259,8 @@ def _probe_all(
 
     A take's exo videos are not probed when its ego video is bad: the take is skipped anyway.
     """
+    from tqdm import tqdm  # a workstation dependency: the benchmark readers import this module too
+
     results: dict[Path, VideoInfo | VideoError] = {}
 
     def probe(path: Path) -> VideoInfo | VideoError:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exo2ego_edge.errors import UserError
+from exo2ego_edge.errors import UserError, VideoError
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +116,6 @@ class VideoInfo:
     width: int
     height: int
     fps: float | None
-
-
-class VideoError(Exception):
-    """An mp4 that is missing or cannot be used; the message says what is wrong, in a few words."""
 
 
 # ----------------------------------------------------------------------------- JSON helpers

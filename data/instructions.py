@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from exo2ego_edge.prompt import DOING_QUESTION
+
 COLOURS = frozenset(
     "red green blue yellow orange purple pink white black grey gray brown silver gold".split()
 )
@@ -222,18 +224,18 @@ def make_instructions(text: str) -> list[Instruction]:
             return []
         m = _GENERIC_RE.match(" ".join(text.split()))
         verb = base_form(m["verb"]) if m else None
-        return [Instruction("What am I doing?", answer, verb, None, "generic")]
+        return [Instruction(DOING_QUESTION, answer, verb, None, "generic")]
     if action.direction:
         d = action.direction
         return [
-            Instruction("What am I doing?", f"I am turning {d}.", "turn", None, "doing"),
+            Instruction(DOING_QUESTION, f"I am turning {d}.", "turn", None, "doing"),
             Instruction("Which way am I turning?", f"{d.capitalize()}.", "turn", None, "turn"),
         ]
     obj, place = action.object_phrase, action.place_phrase
     doing = f"I am {action.verb_ing} {obj}" + (f" {place}" if place else "") + "."
     what = obj[0].upper() + obj[1:] + "."
     out = [
-        Instruction("What am I doing?", doing, action.verb, action.object, "doing"),
+        Instruction(DOING_QUESTION, doing, action.verb, action.object, "doing"),
         Instruction(
             f"What did I just {action.verb}" + (f" {place}" if place else "") + "?",
             what,

@@ -69,8 +69,8 @@ from pathlib import Path
 import numpy as np
 
 from exo2ego_edge.atomic import atomic_dir
-from exo2ego_edge.errors import UserError
 from exo2ego_edge.data import sim_render as R
+from exo2ego_edge.errors import UserError
 
 log = logging.getLogger(__name__)
 

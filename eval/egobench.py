@@ -25,15 +25,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from exo2ego_edge.errors import UserError
-from exo2ego_edge.eval.questions import Question, read_suite
 from exo2ego_edge.data.clips import DEFAULT_WEARER
 from exo2ego_edge.data.instructions import rewrite_wearer
+from exo2ego_edge.errors import UserError
+from exo2ego_edge.eval.questions import Question, read_suite
+from exo2ego_edge.prompt import CAPTION_QUESTION, DOING_QUESTION
 
 log = logging.getLogger(__name__)
 
-DOING_QUESTION = "What am I doing?"
-CAPTION_QUESTION = "What is the camera wearer doing?"
 CATEGORIES = {
     "egoschema": "EgoSchema", "qaego4d": "QAEgo4D", "egotaskqa": "EgoTaskQA", "charades_ego": "Charades-Ego",
     "ek100_mir": "EK-100 MIR", "egoplan": "EgoPlan", "vln_qa": "VLN-QA", "egomcq_inter": "EgoMCQ",

@@ -39,16 +39,15 @@ from typing import Any
 import numpy as np
 
 from exo2ego_edge.atomic import atomic_file
-from exo2ego_edge.errors import UserError
-from exo2ego_edge.eval.questions import Question, write_questions
 from exo2ego_edge.data.clips import DEFAULT_WEARER, clip_window
 from exo2ego_edge.data.instructions import ing_form, rewrite_wearer
+from exo2ego_edge.errors import UserError
+from exo2ego_edge.eval.questions import Question, write_questions
+from exo2ego_edge.prompt import CAPTION_QUESTION, DOING_QUESTION
 
 log = logging.getLogger(__name__)
 
 EGO_FILE = "aria01_214-1.mp4"  # the simulator's ego video name (simulator.EGO_FILE)
-CAPTION_QUESTION = "What is the camera wearer doing?"  # the trainer's data.caption_question
-DOING_QUESTION = "What am I doing?"
 CLIP_LEN = 1.0  # the clip builder's default window: benchmark clips look like training clips
 # The simulator's verb vocabulary, in take-record spelling.
 SIM_VERBS = ("pick_up", "put", "push", "open", "close", "turn")

@@ -43,6 +43,7 @@ import numpy as np
 
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.eval.questions import ClipKey, Question
+from exo2ego_edge.prompt import CAPTION_QUESTION
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class Scorer(Protocol):
     name: str
     num_frames: int
     image_size: int
+    caption_question: str  # the model's own (ModelConfig.caption_question)
 
     def encode(self, frames: np.ndarray) -> Any: ...
 
@@ -94,6 +96,7 @@ class TorchScorer:
         self.num_frames = model.cfg.num_frames
         self.image_size = model.cfg.vision.image_size
         self.system = model.cfg.system_prompt
+        self.caption_question = model.cfg.caption_question
 
     @classmethod
     def from_checkpoint(cls, folder: str | Path, device: str = "cpu") -> TorchScorer:
@@ -159,6 +162,7 @@ class BundleScorer:
         self.rt, self.name = runtime, name
         self.dec = runtime.decoder
         self.num_frames, self.image_size = runtime.num_frames, runtime.image_size
+        self.caption_question = runtime.manifest.model.caption_question
         self.stop_id = runtime.prompt.stop_ids[0]
         self.precision = runtime.manifest.graphs["decoder"].precision
 
@@ -371,15 +375,21 @@ def score_task(scorer: Scorer, task: str, questions: list[Question], category: s
             if kind == "clip_choice":
                 results[i] = _clip_choice(scorer, q, clip, normalize, frames)
             elif kind == "open":
-                results[i] = scorer.answer(clip, q.question)
+                results[i] = scorer.answer(clip, _asked(scorer, q))
             else:
-                opts = scorer.option_scores(clip, q.question, q.options, q.prefix_options)
+                opts = scorer.option_scores(clip, _asked(scorer, q), q.options, q.prefix_options)
                 results[i] = np.array([o.value(normalize) for o in opts])
     metrics, headline = _metrics(kind, questions, results)
     return TaskResult(task=task, category=category or task, kind=kind, n=len(questions), metric=headline,
                       score=metrics[headline], chance=metrics[f"chance_{headline}"],
                       metrics={k: v for k, v in metrics.items() if not k.startswith("chance_")},
                       seconds=time.perf_counter() - began)
+
+
+def _asked(scorer: Scorer, q: Question) -> str:
+    """Suites ask for captions with CAPTION_QUESTION; a model is asked the caption question it was
+    trained with (ModelConfig.caption_question), so changing that config changes what it is asked."""
+    return scorer.caption_question if q.question == CAPTION_QUESTION else q.question
 
 
 def _clip_choice(scorer: Scorer, q: Question, own_clip, normalize: str, frames: FrameCache | None) -> np.ndarray:
@@ -393,7 +403,7 @@ def _clip_choice(scorer: Scorer, q: Question, own_clip, normalize: str, frames: 
             probe = Question(id=q.id, task=q.task, kind="open", video=c["video"], start=c.get("start"),
                              end=c.get("end"), question=q.question, answer="")
             clip = scorer.encode(clip_frames(probe, scorer.num_frames, scorer.image_size, frames))
-        out.append(scorer.option_scores(clip, q.question, q.options[:1], q.prefix_options)[0].value(normalize))
+        out.append(scorer.option_scores(clip, _asked(scorer, q), q.options[:1], q.prefix_options)[0].value(normalize))
     return np.array(out)
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exo2ego_edge.config import ModelConfig
 from exo2ego_edge.errors import UserError
 
 FORMAT = "exo2ego-edge-bundle"
@@ -41,6 +42,17 @@ FORMAT = "exo2ego-edge-bundle"
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 LOGITS_TO_KEEP = "logits_to_keep"  # the decoder input choosing how many positions get logits
+# Dynamic axis names, read by the runtime and by TensorRT profiles.
+FRAMES, BATCH, SEQ, PAST, TOTAL = "frames", "batch", "sequence", "past_sequence", "total_sequence"
+KEPT = "kept_sequence"  # positions the logits cover: min(logits_to_keep, sequence), all for 0
+
+
+def past_names(num_layers: int) -> list[str]:
+    return [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+
+
+def present_names(num_layers: int) -> list[str]:
+    return [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
 
 
 class BundleError(UserError):
@@ -114,7 +126,7 @@ class EngineSpec:
 class Manifest:
     format: str
     format_version: int
-    model: dict[str, Any]  # ModelConfig.to_dict()
+    model: ModelConfig
     preprocessing: Preprocessing
     prompt: PromptSpec
     decoder: DecoderSpec
@@ -129,6 +141,11 @@ class Manifest:
     embedding_scales: TensorSpec | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            try:
+                self.model = ModelConfig.from_dict(self.model)
+            except UserError as e:
+                raise BundleError(f"manifest: {e}") from None
         self.preprocessing = _strict(Preprocessing, self.preprocessing, "preprocessing")
         self.prompt = _strict(PromptSpec, self.prompt, "prompt")
         self.decoder = _strict(DecoderSpec, self.decoder, "decoder")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from exo2ego_edge.errors import UserError
+from exo2ego_edge.prompt import CAPTION_QUESTION
 
 VISION_FAMILIES = ("siglip", "clip")
 LLM_FAMILIES = ("qwen2", "llama", "mistral")
@@ -100,6 +101,9 @@ class ModelConfig:
     image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     chat_template: str = "chatml"
     system_prompt: str = "You are an assistant that sees through the camera wearer's eyes."
+    # The question whose answer is a clip's caption in training; the parity gate and the
+    # benchmarks' caption tasks ask the model this one.
+    caption_question: str = CAPTION_QUESTION
     # Stage-3 LoRA. The paper uses r=128, alpha=256 at 7B; smaller presets scale it down.
     lora_r: int = 8
     lora_alpha: int = 16

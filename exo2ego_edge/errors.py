@@ -1,4 +1,4 @@
-"""The one exception type a user sees: its message is a single line, printed without traceback."""
+"""The exception types a user sees: each message is a single line, printed without traceback."""
 
 
 class UserError(Exception):
@@ -6,3 +6,7 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class VideoError(UserError):
+    """A video file that cannot be decoded into frames: missing, empty, corrupt, unsupported."""

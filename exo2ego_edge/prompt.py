@@ -16,6 +16,13 @@ from pathlib import Path
 
 from exo2ego_edge.errors import UserError
 
+# The questions every layer asks, spelled here only. Stages 1-2 teach captions as the answer to
+# CAPTION_QUESTION (a model's own is ModelConfig.caption_question; the parity gate and the caption
+# tasks of the benchmarks ask that one); DOING_QUESTION is the first-person question of the
+# instruction data, the held-out evaluation and EgoSim-Bench.
+CAPTION_QUESTION = "What is the camera wearer doing?"
+DOING_QUESTION = "What am I doing?"
+
 
 @dataclass(frozen=True)
 class PromptTemplate:

@@ -117,7 +117,7 @@ def make_manifest(
     return Manifest(
         format=FORMAT,
         format_version=FORMAT_VERSION,
-        model=cfg.to_dict(),
+        model=cfg,
         preprocessing=Preprocessing(
             num_frames=cfg.num_frames, image_size=cfg.vision.image_size,
             mean=list(cfg.image_mean), std=list(cfg.image_std),

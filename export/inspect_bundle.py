@@ -36,12 +36,12 @@ def inspect_bundle(folder: str | Path) -> tuple[str, str | None]:
     except BundleError as e:
         problem = str(e)
         integrity = f"FAILED: {problem}"
-    cfg = m.model
+    v, llm = m.model.vision, m.model.llm
     lines = [
         f"bundle     {folder}",
         f"format     {m.format} v{m.format_version}",
-        f"model      {cfg.get('name')}: vision {cfg['vision']['family']} {cfg['vision']['image_size']}px, "
-        f"LLM {cfg['llm']['family']} {cfg['llm']['num_layers']}x{cfg['llm']['hidden_size']}, vocab {cfg['llm']['vocab_size']}",
+        f"model      {m.model.name}: vision {v.family} {v.image_size}px, "
+        f"LLM {llm.family} {llm.num_layers}x{llm.hidden_size}, vocab {llm.vocab_size}",
         f"frames     {m.preprocessing.num_frames} x {m.preprocessing.image_size}px -> {m.decoder.tokens_per_frame} tokens/frame;"
         f" max frames {m.decoder.max_frames}, max sequence {m.decoder.max_seq}",
         f"integrity  {integrity}",

@@ -35,7 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from exo2ego_edge.bundle import LOGITS_TO_KEEP, TensorSpec
+from exo2ego_edge.bundle import (
+    BATCH, FRAMES, KEPT, LOGITS_TO_KEEP, PAST, SEQ, TOTAL, TensorSpec, past_names, present_names,
+)
 from exo2ego_edge.config import ModelConfig
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.model import Exo2Ego
@@ -45,17 +47,6 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 EXPORTERS = ("torchscript", "dynamo")
 
-# Dynamic axis names: part of the manifest, read by the runtime and by TensorRT profiles.
-FRAMES, BATCH, SEQ, PAST, TOTAL = "frames", "batch", "sequence", "past_sequence", "total_sequence"
-KEPT = "kept_sequence"  # positions the logits cover: min(logits_to_keep, sequence), all for 0
-
-
-def past_names(num_layers: int) -> list[str]:
-    return [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
-
-
-def present_names(num_layers: int) -> list[str]:
-    return [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
 
 
 @dataclass

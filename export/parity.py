@@ -33,8 +33,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-DEFAULT_QUESTION = "What is the camera wearer doing?"
-
 
 @dataclass
 class ParityThresholds:
@@ -79,7 +77,7 @@ def measure_parity(
     cosines, max_abs, agree, compared, exact, prompts_match = [], 0.0, 0, 0, 0, True
     stop_id = tokenizer.stop_id
     for frames, row in clips:
-        question = row.get("question") or DEFAULT_QUESTION
+        question = row.get("question") or model.cfg.caption_question
         ids = tokenizer.prompt_ids(model.cfg.system_prompt, question)
         with torch.no_grad():
             ref_visual = model(torch.from_numpy(frames)[None])  # (1, T*P, D)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exo2ego_edge.atomic import atomic_dir, check_writable
-from exo2ego_edge.bundle import LOGITS_TO_KEEP, MANIFEST, GraphSpec, Manifest, TensorSpec, write_manifest
+from exo2ego_edge.bundle import LOGITS_TO_KEEP, MANIFEST, GraphSpec, Manifest, TensorSpec, past_names, write_manifest
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
 from exo2ego_edge.export.bundle_writer import make_manifest, provenance
@@ -201,12 +201,10 @@ def decoder_feeds(student: Student, clips: list[tuple[np.ndarray, dict]]) -> lis
     """Prefill inputs (prompt + real visual tokens, empty cache) for decoder calibration."""
     import torch
 
-    from exo2ego_edge.export.parity import DEFAULT_QUESTION
-
     model, lc = student.model, student.model.cfg.llm
     feeds = []
     for frames, row in clips:
-        prompt = student.tokenizer.prompt_ids(model.cfg.system_prompt, row.get("question") or DEFAULT_QUESTION)
+        prompt = student.tokenizer.prompt_ids(model.cfg.system_prompt, row.get("question") or model.cfg.caption_question)
         batch = model.assemble(model(torch.from_numpy(frames)[None]), [prompt])
         empty = np.zeros((1, lc.num_kv_heads, 0, lc.head_dim), np.float32)
         feeds.append({
@@ -215,7 +213,7 @@ def decoder_feeds(student: Student, clips: list[tuple[np.ndarray, dict]]) -> lis
             "position_ids": batch.position_ids.numpy(),
             # Every position's logits: the vocabulary projection's input is calibrated on all of them.
             LOGITS_TO_KEEP: np.array(0, dtype=np.int64),
-            **{n: empty for n in onnx_graphs.past_names(lc.num_layers)},
+            **{n: empty for n in past_names(lc.num_layers)},
         })
     return feeds
 

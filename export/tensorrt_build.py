@@ -15,9 +15,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from exo2ego_edge.bundle import LOGITS_TO_KEEP, EngineSpec, GraphSpec
+from exo2ego_edge.bundle import BATCH, FRAMES, LOGITS_TO_KEEP, PAST, SEQ, TOTAL, EngineSpec, GraphSpec
 from exo2ego_edge.errors import UserError
-from exo2ego_edge.export.onnx_graphs import BATCH, FRAMES, PAST, SEQ, TOTAL
 
 log = logging.getLogger(__name__)
 

@@ -318,7 +318,7 @@ def _bundle_info(bundle: Path, manifest: Manifest) -> dict[str, Any]:
     sizes = {rel: (bundle / rel).stat().st_size for rel in manifest.files}
     return {
         "path": str(bundle),
-        "model": manifest.model.get("name"),
+        "model": manifest.model.name,
         "precision": {name: g.precision for name, g in manifest.graphs.items()},
         "files_bytes": sizes,
         "total_bytes": sum(sizes.values()),
@@ -402,23 +402,22 @@ def _add_roofline(report: dict[str, Any], bundle: Path, manifest: Manifest, conf
 
 def _jetson(report: dict[str, Any], manifest: Manifest, bundle: Path, decoder_cost: roofline.GraphCost,
             vision_costs: dict[int, dict[str, Any]], kv_per_pos: int, config: BenchConfig) -> dict[str, Any]:
-    model = manifest.model
-    v, llm = model["vision"], model["llm"]
+    v, llm = manifest.model.vision, manifest.model.llm
     act_item = 2 if manifest.graphs["vision"].precision == "fp16" else 4
-    seq_v = (v["image_size"] // v["patch_size"]) ** 2 + (1 if v["family"] == "clip" else 0)
+    seq_v = (v.image_size // v.patch_size) ** 2 + (1 if v.family == "clip" else 0)
     vision_weights = next(iter(vision_costs.values()))["weight_bytes"]
     embed_bytes = sum((bundle / t.name).stat().st_size for t in (manifest.embeddings, manifest.embedding_scales) if t)
     ref = next(r for r in report["results"] if "skipped" not in r)
     fp = jetson.Footprint(
         weight_bytes=int(vision_weights + decoder_cost.weight_bytes + embed_bytes),
         kv_bytes_per_position=kv_per_pos,
-        vision_activation_bytes_per_frame=act_item * (seq_v * (v["intermediate_size"] + 4 * v["hidden_size"])
-                                                      + v["num_heads"] * seq_v * seq_v),
-        prefill_activation_bytes_per_token=act_item * (llm["vocab_size"] + 2 * llm["intermediate_size"] + 4 * llm["hidden_size"]),
-        attention_score_bytes_per_token_sq=act_item * llm["num_heads"],
+        vision_activation_bytes_per_frame=act_item * (seq_v * (v.intermediate_size + 4 * v.hidden_size)
+                                                      + v.num_heads * seq_v * seq_v),
+        prefill_activation_bytes_per_token=act_item * (llm.vocab_size + 2 * llm.intermediate_size + 4 * llm.hidden_size),
+        attention_score_bytes_per_token_sq=act_item * llm.num_heads,
         tokens_per_frame=manifest.decoder.tokens_per_frame,
         text_tokens=ref["context_tokens"] - ref["visual_tokens"],
-        max_positions=int(llm["max_position_embeddings"]),
+        max_positions=int(llm.max_position_embeddings),
     )
     per_tok = ref["roofline"]["decode"]["bytes_per_token"]["total"]
     return jetson.project(fp, per_tok, ref["frames"], kv_per_pos, os_reserve_bytes=config.os_reserve_bytes)

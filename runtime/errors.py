@@ -1,19 +1,16 @@
 """Typed runtime failures. Each is a :class:`UserError`: one line on the CLI, catchable in Python.
 
 ``BundleError`` (a bundle that cannot be used) lives with the bundle format in
-``exo2ego_edge.bundle`` and is re-exported here so runtime users import every error from one place.
+``exo2ego_edge.bundle`` and ``VideoError`` in ``exo2ego_edge.errors`` (the data layer raises it
+too); both are re-exported here so runtime users import every error from one place.
 """
 
 from __future__ import annotations
 
 from exo2ego_edge.bundle import BundleError
-from exo2ego_edge.errors import UserError
+from exo2ego_edge.errors import UserError, VideoError
 
 __all__ = ["BackendError", "BundleError", "PromptError", "SourceError", "UserError", "VideoError"]
-
-
-class VideoError(UserError):
-    """A video file that cannot be decoded into frames: missing, empty, corrupt, unsupported."""
 
 
 class SourceError(UserError):

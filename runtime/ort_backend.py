@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from exo2ego_edge.bundle import LOGITS_TO_KEEP, GraphSpec, Manifest
-from exo2ego_edge.runtime.kv_cache import KVPrefix, PingPongDecoder
+from exo2ego_edge.bundle import LOGITS_TO_KEEP, GraphSpec, Manifest, past_names, present_names
 from exo2ego_edge.runtime.errors import BackendError
+from exo2ego_edge.runtime.kv_cache import KVPrefix, PingPongDecoder
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,7 @@ class OrtDecoder(PingPongDecoder):
         dtypes = {t.name: np.dtype(t.dtype) for t in spec.inputs + spec.outputs}
         self.embed_dtype = dtypes["inputs_embeds"]
         self.logits_dtype = dtypes["logits"]
-        self.past = [f"past_key_values.{i}.{kv}" for i in range(d.num_layers) for kv in ("key", "value")]
-        self.present = [f"present.{i}.{kv}" for i in range(d.num_layers) for kv in ("key", "value")]
+        self.past, self.present = past_names(d.num_layers), present_names(d.num_layers)
         missing = sorted(set(self.past + self.present) - set(dtypes))
         if missing:
             raise BackendError(f"decoder graph lacks KV tensors the manifest implies: {missing[:3]}")

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from exo2ego_edge.bundle import EngineSpec, Manifest
-from exo2ego_edge.runtime.kv_cache import KVPrefix, PingPongDecoder
+from exo2ego_edge.bundle import EngineSpec, Manifest, past_names, present_names
 from exo2ego_edge.runtime.errors import BackendError
+from exo2ego_edge.runtime.kv_cache import KVPrefix, PingPongDecoder
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +164,7 @@ class TrtDecoder(PingPongDecoder):
         d = manifest.decoder
         self.g, self.stream, self.dev = graph, stream, dev
         self.max_seq, self.vocab, self.kv_heads, self.head_dim = d.max_seq, d.vocab_size, d.num_kv_heads, d.head_dim
-        self.past = [f"past_key_values.{i}.{kv}" for i in range(d.num_layers) for kv in ("key", "value")]
-        self.present = [f"present.{i}.{kv}" for i in range(d.num_layers) for kv in ("key", "value")]
+        self.past, self.present = past_names(d.num_layers), present_names(d.num_layers)
         for name in ("attention_mask", "position_ids"):  # the buffers below are int64
             if graph.dtypes[name] != np.int64:
                 raise BackendError(f"{name} is {graph.dtypes[name]} in this engine, int64 expected; {REBUILD_HINT}")

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from video_fixtures import write_test_mp4
 
 from exo2ego_edge.assets import SHIPPED_STUDENT
-from exo2ego_edge.bundle import MANIFEST, BundleError, load_manifest
+from exo2ego_edge.bundle import MANIFEST, BundleError, load_manifest, present_names
 from exo2ego_edge.cli import cli
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
@@ -154,7 +154,7 @@ def test_attention_reads_the_kv_cache_without_repeating_it(fp32_bundle):
     assert not [n.name for n in graph.node if n.op_type == "Expand" and "self_attn" in n.name]
     # K (through its transpose, which the CPU bundle's saved ORT fusions fold in) and V go straight
     # into MatMuls
-    for present in onnx_graphs.present_names(2):
+    for present in present_names(2):
         ops = [n for n in consumers[present] if n.op_type != "Shape"]
         ops = [c for n in ops for c in (consumers[n.output[0]] if n.op_type == "Transpose" else [n])]
         assert ops and all(n.op_type in ("MatMul", "FusedMatMul") for n in ops), (present, [n.op_type for n in ops])

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from exo2ego_edge.data.instructions import ing_form
+from exo2ego_edge.prompt import DOING_QUESTION
 
 log = logging.getLogger(__name__)
 
-DOING_QUESTION = "What am I doing?"
 _IRREGULAR_PAST = {"put": "put", "take": "took", "hold": "held", "get": "got", "go": "went",
                    "make": "made", "cut": "cut", "set": "set", "throw": "threw", "lift": "lifted"}
 

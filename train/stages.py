@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exo2ego_edge.data.egoexo4d import TEXT_SIDES
 from exo2ego_edge.errors import UserError
 
 STAGE_ORDER = ("init", "stage1", "stage2", "stage3")
 _STAGE_ALIASES = {"init": "init", "0": "init", "1": "stage1", "2": "stage2", "3": "stage3"}
 _STAGE_ALIASES.update({s: s for s in STAGE_ORDER})
-TEXT_SIDES = ("exo", "ego", "none", "all")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 # Parameter groups: names of Exo2Ego sub-modules, plus "lora" for the adapters stage 3 adds.
@@ -144,7 +144,6 @@ class DataConfig:
     instructions: list[str] | None = None
     train_split: str = "train"
     eval_split: str = "val"
-    caption_question: str = "What is the camera wearer doing?"
     # Where decoded frames are cached (memory-mapped .npy); default: beside each data file.
     cache_dir: str | None = None
     # Training-only augmentation (evaluation and serving see the centred, unshifted frames).
@@ -457,7 +456,7 @@ def select_examples(stage: str, cfg: TrainConfig, sources, store) -> list:
     """
     from exo2ego_edge.train.data import Example
 
-    split, question = cfg.data.train_split, cfg.data.caption_question
+    split, question = cfg.data.train_split, cfg.model_config().caption_question
     sc = cfg.stage(stage)
     out: list[Example] = []
     for src in sources:

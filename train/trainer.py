@@ -527,7 +527,7 @@ def _tokenizer(cfg: TrainConfig, out: Path, sources: list[Source], llm, dist) ->
     path = out / "tokenizer.json"
     if not path.is_file() and dist.is_main:
         mc = cfg.model_config()
-        texts = [cfg.data.caption_question]
+        texts = [mc.caption_question]
         for src in sources:
             for row in src.rows:
                 if row.get("split") == cfg.data.train_split:

@@ -17,8 +17,8 @@ from pathlib import Path
 import click
 
 from exo2ego_edge.assets import SHIPPED_STUDENT
+from exo2ego_edge.prompt import DOING_QUESTION
 
-DOING = "What am I doing?"
 
 
 @dataclass
@@ -107,7 +107,7 @@ def _evaluate(p: DemoPaths, student: Path) -> str:
     frames = np.stack([decode_clip(r["ego_video"], r["start"], r["end"], cfg.num_frames, cfg.vision.image_size)
                        for r in rows])
     result = evaluate_doing(model, tokenizer, torch.from_numpy(frames), rows)
-    click.echo(f"    '{DOING}' on {result.n} held-out ego clips: verb {result.verb_acc:.0%} "
+    click.echo(f"    '{DOING_QUESTION}' on {result.n} held-out ego clips: verb {result.verb_acc:.0%} "
                f"(chance {result.chance_verb:.0%}), object {result.object_acc:.0%} "
                f"(chance {result.chance_object:.0%}), both {result.both_acc:.0%} (chance {result.chance_both:.0%}), "
                f"object with its colour {result.phrase_acc:.0%} (chance {result.chance_phrase:.0%})")
@@ -130,10 +130,10 @@ def _ask(p: DemoPaths, questions: int) -> str:
     rt = Runtime.load(p.bundle)
     correct = 0
     for row in _held_out_rows(p, questions):
-        click.echo(f"    {Path(row['ego_video']).parts[-3]} [{row['start']:.1f}-{row['end']:.1f} s] {DOING}")
+        click.echo(f"    {Path(row['ego_video']).parts[-3]} [{row['start']:.1f}-{row['end']:.1f} s] {DOING_QUESTION}")
         session = rt.session(row["ego_video"], start=row["start"], end=row["end"])
         click.echo("      answer:       ", nl=False)
-        stream = session.stream(DOING, max_new_tokens=24)
+        stream = session.stream(DOING_QUESTION, max_new_tokens=24)
         for token in stream:
             click.echo(token.text, nl=False)
         ok = verb_matches(stream.answer.text, row["verb"]) and object_matches(stream.answer.text, row["object"])
