@@ -237,7 +237,7 @@ timeout 60 "$PY" - "$TRAIN" "$REPO/tests" <<'PY'
 import sys
 sys.path.insert(0, sys.argv[2])
 from pathlib import Path
-from train_fixtures import make_dataset  # real H.264 clips (PyAV)
+from helpers.datasets import make_dataset  # real H.264 clips (PyAV)
 clips = make_dataset(Path(sys.argv[1]) / "data")
 open(Path(sys.argv[1]) / "clips.txt", "w").write(",".join(clips))
 open(Path(sys.argv[1]) / "train.py", "w").write("from exo2ego_edge.cli import main\nmain()\n")

@@ -98,7 +98,7 @@ def main() -> None:
 
     from exo2ego_edge.export.random_bundle import build_random_bundle, preset_config
     from exo2ego_edge.runtime import Runtime
-    from video_fixtures_path import write_test_mp4  # noqa: F401  (resolved below)
+    from helpers.videos import write_test_mp4
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -227,7 +227,4 @@ if __name__ == "__main__":
 
     # The test helper that writes small H.264 clips lives in tests/; reuse it rather than copy it.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    import video_fixtures
-
-    sys.modules["video_fixtures_path"] = video_fixtures
     main()

@@ -10,7 +10,7 @@ Modules, in pipeline order:
 - ``tensorrt_build``: TensorRT 10 engines with optimization profiles and a timing cache;
 - ``bundle_writer``: manifest, checksums, provenance;
 - ``parity``: the parity gate, run through the runtime (``exo2ego_edge.runtime``);
-- ``inspect_bundle``: ``export inspect``'s table; ``fixtures``: tiny student checkpoints for tests.
+- ``inspect_bundle``: ``export inspect``'s table.
 
 Importing this package imports nothing heavy; torch is loaded by the modules that need it.
 """

@@ -48,7 +48,7 @@ def test_quick_demo_runs_every_step_on_the_shipped_student(tmp_path):
 
 def test_train_prints_a_line_per_stage_and_where_the_result_is(tmp_path, capsys):
     from exo2ego_edge.cli import main
-    from train_fixtures import make_dataset, quick_overrides
+    from helpers.datasets import make_dataset, quick_overrides
 
     clips = make_dataset(tmp_path / "data")
     main(["train", "--config", "egosim-tiny-quick", "--stages", "init,1", *quick_overrides(clips, tmp_path / "run")])

@@ -1,6 +1,6 @@
 """Ego-ExoClip builder, instructions, stats and the `data build-clips` / `data stats` CLI.
 
-The quirk fixture (tests/fixtures/egoexo4d_quirks + tests/video_fixtures.py) is built once per
+The quirk fixture (tests/fixtures/egoexo4d_quirks + tests/helpers/videos.py) is built once per
 module; every expected row below is spelled out so a behaviour change shows up as a diff.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from video_fixtures import QUIRK_FIXTURE, build_quirk_root
+from helpers.videos import QUIRK_FIXTURE, build_quirk_root
 
 from exo2ego_edge.cli import cli, main
 from exo2ego_edge.errors import UserError

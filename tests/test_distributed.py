@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from exo2ego_edge.model import Exo2Ego, load_student
-from train_fixtures import make_dataset, quick_overrides
+from helpers.datasets import make_dataset, quick_overrides
 
 SCRIPT = textwrap.dedent("""
     import json, sys

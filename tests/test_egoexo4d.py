@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from video_fixtures import build_quirk_root, write_audio_only_mp4, write_corrupt_mp4, write_test_mp4
+from helpers.videos import build_quirk_root, write_audio_only_mp4, write_corrupt_mp4, write_test_mp4
 
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.data.egoexo4d import (

@@ -229,20 +229,20 @@ FORCED = 2  # clips the student is overfit on, each with its own caption
 @pytest.fixture(scope="module")
 def student(tmp_path_factory) -> Path:
     """A tiny student overfit so clip i answers CAPTIONS[i]: the scorer must pick it per clip."""
-    from exo2ego_edge.export.fixtures import make_tiny_student
+    from helpers.students import make_tiny_student
 
     return make_tiny_student(tmp_path_factory.mktemp("student") / "ckpt", captions=FORCED)
 
 
 def _forced_questions():
-    from exo2ego_edge.export.fixtures import CAPTIONS, QUESTION
+    from helpers.students import CAPTIONS, QUESTION
 
     return QUESTION, list(CAPTIONS)
 
 
 @pytest.mark.isa
 def test_torch_scorer_picks_the_answer_the_model_was_overfit_on(student):
-    from exo2ego_edge.export.fixtures import clip_frames_for
+    from helpers.students import clip_frames_for
     from exo2ego_edge.eval.scoring import TorchScorer
 
     scorer = TorchScorer.from_checkpoint(student)
@@ -258,7 +258,7 @@ def test_torch_scorer_picks_the_answer_the_model_was_overfit_on(student):
 
 @pytest.mark.isa
 def test_bundle_scorer_matches_torch_scorer(student, tmp_path):
-    from exo2ego_edge.export.fixtures import clip_frames_for
+    from helpers.students import clip_frames_for
     from exo2ego_edge.export.pipeline import export_bundle
     from exo2ego_edge.eval.scoring import BundleScorer, TorchScorer
 
@@ -277,7 +277,7 @@ def test_bundle_scorer_matches_torch_scorer(student, tmp_path):
 @pytest.mark.isa
 def test_score_task_end_to_end_on_a_video(student, tmp_path):
     """A choice task on a real mp4: decode once, score, accuracy and chance reported."""
-    from video_fixtures import write_test_mp4
+    from helpers.videos import write_test_mp4
 
     from exo2ego_edge.eval.scoring import TorchScorer, score_task
 
@@ -292,7 +292,7 @@ def test_score_task_end_to_end_on_a_video(student, tmp_path):
 
 @pytest.mark.isa
 def test_cli_eval_on_a_suite_folder(student, tmp_path):
-    from video_fixtures import write_test_mp4
+    from helpers.videos import write_test_mp4
 
     from exo2ego_edge.cli import cli
     from exo2ego_edge.eval.questions import write_questions
@@ -316,7 +316,7 @@ def _pattern_video(path: Path, index: int, size: int) -> str:
     """An mp4 whose every frame is the overfit clip ``index``'s pattern."""
     import av
 
-    from exo2ego_edge.export.fixtures import clip_frames_for
+    from helpers.students import clip_frames_for
 
     frame = clip_frames_for(index, 1, size)[0]
     with av.open(str(path), mode="w") as out:

@@ -1,7 +1,7 @@
 """Export layer: graphs, precisions, parity gate, bundle integrity, CLI refusals.
 
 Everything runs on a tiny student overfit in the fixture (so greedy answers are real captions
-with clear logit margins) and on real H.264 clips written by ``video_fixtures``.
+with clear logit margins) and on real H.264 clips written by ``helpers.videos``.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-from video_fixtures import write_test_mp4
+from helpers.videos import write_test_mp4
 
 from exo2ego_edge.assets import SHIPPED_STUDENT
 from exo2ego_edge.bundle import MANIFEST, BundleError, load_manifest, present_names
 from exo2ego_edge.cli import cli
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
-from exo2ego_edge.export.fixtures import CAPTIONS, QUESTION, clip_frames_for, make_tiny_student
+from helpers.students import CAPTIONS, QUESTION, clip_frames_for, make_tiny_student
 from exo2ego_edge.export.clip_frames import load_clips
 from exo2ego_edge.export.parity import ParityThresholds
 from exo2ego_edge.export.pipeline import export_bundle

@@ -196,7 +196,7 @@ def test_trt_refuses_in_one_line_without_tensorrt(tmp_path, capsys):
 @pytest.mark.skipif(not HAS_TRT, reason="TensorRT is not installed here (it ships with JetPack / the TensorRT wheels); "
                                         "engine building is exercised on a GPU machine")
 def test_trt_engines_build_from_a_bundle(tmp_path):  # pragma: no cover - needs a GPU
-    from exo2ego_edge.export.fixtures import make_tiny_student
+    from helpers.students import make_tiny_student
     from exo2ego_edge.export.pipeline import export_bundle
 
     ckpt = make_tiny_student(tmp_path / "s", overfit_to=None)

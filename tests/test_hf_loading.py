@@ -10,7 +10,7 @@ from exo2ego_edge.prompt import get_template, train_bpe
 from exo2ego_edge.model import load_student
 from exo2ego_edge.train.evaluation import answer_questions
 from exo2ego_edge.train.trainer import run_training
-from train_fixtures import make_dataset, quick_overrides, save_tiny_vision_tower
+from helpers.datasets import make_dataset, quick_overrides, save_tiny_vision_tower
 
 
 def _llm(kind: str, folder, clips_dir):

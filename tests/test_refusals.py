@@ -11,7 +11,7 @@ from exo2ego_edge.cli import cli
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.train.stages import load_config
 from exo2ego_edge.train.trainer import run_training
-from train_fixtures import make_dataset, quick_overrides
+from helpers.datasets import make_dataset, quick_overrides
 
 
 @pytest.mark.parametrize("override, message", [

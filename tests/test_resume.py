@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.train.trainer import run_training
-from train_fixtures import make_dataset, quick_overrides
+from helpers.datasets import make_dataset, quick_overrides
 
 STAGES = "init,1"
 KILL_SCRIPT = textwrap.dedent("""

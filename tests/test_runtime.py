@@ -17,7 +17,7 @@ import pytest
 from exo2ego_edge.cli import main
 from exo2ego_edge.runtime import BackendError, BundleError, PromptError, Runtime, Sampling
 from exo2ego_edge.runtime.generate import TokenPicker, generate
-from test_runtime_fixtures import QUESTIONS, bundle_dir, clips, frames_of, runtime, student_dir  # noqa: F401
+from helpers.students import QUESTIONS, frames_of
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,7 @@ import pytest
 
 from exo2ego_edge.runtime.errors import SourceError
 from exo2ego_edge.runtime.live import answer_live, default_interval, open_source
-from test_runtime_fixtures import bundle_dir, runtime, student_dir  # noqa: F401
-from video_fixtures import write_test_mp4
+from helpers.videos import write_test_mp4
 
 
 def test_file_at_real_time_pace_gives_periodic_answers(runtime, tmp_path):

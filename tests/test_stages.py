@@ -166,7 +166,7 @@ def test_frame_store_augmentation_is_seeded_and_eval_sees_the_centre():
 def test_frame_cache_centre_frames_are_the_runtimes_pixels(tmp_path):
     import json
 
-    from train_fixtures import make_dataset
+    from helpers.datasets import make_dataset
 
     from exo2ego_edge.runtime.video import decode_clip
     from exo2ego_edge.train.data import read_jsonl

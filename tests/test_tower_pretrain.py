@@ -21,7 +21,7 @@ from exo2ego_edge.train.tower_pretrain import (
     pretrain_tower, render_takes,
 )
 from exo2ego_edge.train.trainer import run_training
-from train_fixtures import make_dataset, quick_overrides, save_tiny_vision_tower
+from helpers.datasets import make_dataset, quick_overrides, save_tiny_vision_tower
 
 
 def _take(seed: int = 3):

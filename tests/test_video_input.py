@@ -12,7 +12,7 @@ import pytest
 
 from exo2ego_edge.runtime.errors import VideoError
 from exo2ego_edge.runtime.video import decode_clip, decode_clips, probe
-from video_fixtures import write_test_mp4
+from helpers.videos import write_test_mp4
 
 
 def write_video(path: Path, frames: list[np.ndarray], codec: str, fps: int = 10, pix_fmt: str = "yuv420p") -> Path:

@@ -1,6 +1,6 @@
 """Tiny real mp4 files for tests, written with PyAV + libx264 (no binaries committed).
 
-Import from any test: ``from video_fixtures import write_test_mp4`` (pytest puts ``tests/`` on
+Import from any test: ``from helpers.videos import write_test_mp4`` (pytest puts ``tests/`` on
 ``sys.path`` because the test modules live there without an ``__init__.py``).
 """
 
@@ -57,7 +57,7 @@ def write_corrupt_mp4(path: str | os.PathLike) -> Path:
     return path
 
 
-QUIRK_FIXTURE = Path(__file__).parent / "fixtures" / "egoexo4d_quirks"
+QUIRK_FIXTURE = Path(__file__).parents[1] / "fixtures" / "egoexo4d_quirks"
 
 
 def build_quirk_root(dest: str | os.PathLike) -> Path:

@@ -1,4 +1,4 @@
-"""Tiny student checkpoints for export tests, runtime tests and benchmarks (no training data needed).
+"""Tiny student checkpoints for the export, runtime and scoring tests (no training data needed).
 
 A random model's greedy output is degenerate (one token repeated, logit ties), which makes a
 parity check meaningless; ``make_tiny_student`` briefly overfits the random student on a few
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from exo2ego_edge.config import ModelConfig
+from exo2ego_edge.prompt import CAPTION_QUESTION, DOING_QUESTION
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ CAPTIONS = (
     "the camera wearer cuts the onion with a knife",
     "the camera wearer pours water into the kettle",
 )
-QUESTION = "What is the camera wearer doing?"
+QUESTION = CAPTION_QUESTION
+QUESTIONS = (DOING_QUESTION, "What is in my hand?", "Where am I?")  # the runtime tests ask these
 
 
 def tiny_config(vocab_size: int) -> ModelConfig:
@@ -101,3 +103,31 @@ def make_tiny_student(folder: str | Path, overfit_to: float | None = 0.05, seed:
     model.save_pretrained(folder, note="export test fixture")
     tok.save(folder / "tokenizer.json")
     return folder
+
+
+# A freshly initialised LLM answers every prompt with one repeated token, which would make a
+# "bundle == PyTorch" check vacuous. Re-drawing its matrices with a larger spread (std 0.25) gives
+# answers that differ per clip and per question, in seconds and without training.
+def make_chaotic_student(folder: Path, seed: int = 0) -> Path:
+    import torch
+
+    from exo2ego_edge.model import Exo2Ego
+    from exo2ego_edge.prompt import get_template, train_bpe
+
+    base = ModelConfig.from_name("egosim-tiny")
+    tok = train_bpe([*CAPTIONS, QUESTION, *QUESTIONS] * 4, 320, get_template(base.chat_template), base.system_prompt)
+    cfg = tiny_config(tok.vocab_size)
+    torch.manual_seed(seed)
+    model = Exo2Ego(cfg, student=True).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.llm.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.25)
+    model.save_pretrained(folder, note="runtime test fixture")
+    tok.save(folder / "tokenizer.json")
+    return folder
+
+
+def frames_of(n: int, size: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)

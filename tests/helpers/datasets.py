@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from video_fixtures import write_test_mp4
+from helpers.videos import write_test_mp4
 
 ACTIONS = [("pick up", "picks up", "picking up", "cup"), ("push", "pushes", "pushing", "bowl"),
            ("open", "opens", "opening", "box")]
