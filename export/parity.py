@@ -8,7 +8,7 @@ Figures recorded in the manifest (per held-out clip, then aggregated):
 
 - ``visual_cosine_mean`` / ``visual_cosine_min``: cosine of each visual token,
   ``Runtime.encode_frames`` vs PyTorch;
-- ``token_agreement``: teacher-forced through the generation path (the session's frozen prefix,
+- ``token_agreement``: teacher-forced through the generation path (a ``Session``'s frozen prefix,
   the question prefilled with ``logits_to_keep = 1``, then one decoder step per reference token):
   the fraction of the PyTorch student's first ``max_new_tokens`` greedy tokens (stop token
   included) that the bundle also ranks first when fed the same prefix. Teacher forcing measures
