@@ -39,7 +39,8 @@ from exo2ego_edge.errors import UserError
 
 FORMAT = "exo2ego-edge-bundle"
 # 1: first format. 2: adds the optional `embedding_scales` (an int8 token-embedding table).
-FORMAT_VERSION = 2
+# 3: adds `requires` (the ONNX Runtime the graphs load on) and the optional `golden` inputs.
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 LOGITS_TO_KEEP = "logits_to_keep"  # the decoder input choosing how many positions get logits
 # Dynamic axis names, read by the runtime and by TensorRT profiles.
@@ -139,6 +140,10 @@ class Manifest:
     engines: list[EngineSpec] = field(default_factory=list)
     # Per-row float32 scales (V,) when ``embeddings`` is int8: row i is table[i] * scales[i].
     embedding_scales: TensorSpec | None = None
+    # package -> version it needs, ">=X" (the oldest release the graphs load on, tested) or "==X"
+    # (graphs saved as that exact ONNX Runtime optimized them, `export --ort-optimize`).
+    requires: dict[str, str] = field(default_factory=dict)
+    golden: str | None = None  # the file of golden inputs and PyTorch outputs for `verify`
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -164,6 +169,39 @@ class Manifest:
     @property
     def parity_passed(self) -> bool:
         return self.parity.get("passed", True) is not False
+
+    def required(self, package: str) -> str | None:
+        """The version spec ``package`` must meet; format 2 bundles saved ORT-optimized need the
+        exporter's exact ONNX Runtime (their manifests predate ``requires``)."""
+        if package in self.requires:
+            return self.requires[package]
+        if package == "onnxruntime" and self.provenance.get("ort_graph_optimization"):
+            return "==" + self.provenance.get("libraries", {}).get("onnxruntime", "?")
+        return None
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(1, 23, 2) from '1.23.2' or '1.23.2+cu126'; the local and pre-release tags are ignored."""
+    parts = []
+    for piece in version.split("+")[0].split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit()) if piece[:1].isdigit() else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def unmet_requirement(spec: str | None, installed: str) -> bool:
+    """Whether ``installed`` misses ``spec`` (">=X" or "==X"; None: nothing required)."""
+    if spec is None:
+        return False
+    op, want = spec[:2], _release(spec[2:])
+    have = _release(installed)
+    if op == ">=":
+        return have < want
+    if op == "==":
+        return have[: len(want)] != want
+    raise BundleError(f"manifest: requires spec {spec!r} is neither '>=X' nor '==X'")
 
 
 def _strict(cls, value: Any, where: str):
@@ -230,6 +268,7 @@ def verify_files(bundle: str | Path, manifest: Manifest) -> None:
     listed = set(manifest.files)
     needed = {g.file for g in manifest.graphs.values()} | {manifest.embeddings.name, manifest.tokenizer}
     needed |= {e.file for e in manifest.engines}
+    needed |= {manifest.golden} if manifest.golden else set()
     if manifest.embedding_scales is not None:
         needed.add(manifest.embedding_scales.name)
     unlisted = sorted(needed - listed)

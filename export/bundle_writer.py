@@ -73,6 +73,30 @@ def provenance(checkpoint: Path, opset: int, exporter: str, options: dict[str, A
     }
 
 
+# The oldest ONNX Runtime each kind of graph loads on, tested by loading exported bundles in
+# Python 3.10 venvs: float graphs and Q/DQ on 1.18.1 (the oldest tried), 8-bit MatMulNBits (our
+# CPU INT8 / INT4 bundles) from 1.22.1 on (1.21.1 refuses it: "Only 4b quantization is supported").
+ORT_FLOOR = "1.18"
+ORT_FLOOR_MATMULNBITS_8BIT = "1.22"
+
+
+def ort_requirement(folder: Path, graphs: dict[str, GraphSpec], optimized: bool) -> dict[str, str]:
+    """The manifest's ``requires`` for ONNX Runtime: the exporter's exact version for graphs saved
+    optimized, else the floor of the ops the graphs use."""
+    import onnx
+    import onnxruntime as ort
+
+    if optimized:
+        return {"onnxruntime": f"=={ort.__version__}"}
+    for spec in graphs.values():
+        model = onnx.load(str(folder / spec.file), load_external_data=False)
+        for node in model.graph.node:
+            bits = {a.name: a.i for a in node.attribute}.get("bits")
+            if node.op_type == "MatMulNBits" and bits == 8:
+                return {"onnxruntime": f">={ORT_FLOOR_MATMULNBITS_8BIT}"}
+    return {"onnxruntime": f">={ORT_FLOOR}"}
+
+
 def prompt_spec(cfg: ModelConfig, tokenizer) -> PromptSpec:
     template = tokenizer.template
     return PromptSpec(
@@ -112,6 +136,8 @@ def make_manifest(
     engines: list[EngineSpec] | None = None,
     parity: dict[str, Any] | None = None,
     embedding_scales: TensorSpec | None = None,
+    requires: dict[str, str] | None = None,
+    golden: str | None = None,
 ) -> Manifest:
     """The manifest of the files now in ``folder`` (checksums taken here)."""
     return Manifest(
@@ -132,4 +158,6 @@ def make_manifest(
         parity=parity or {},
         engines=engines or [],
         embedding_scales=embedding_scales,
+        requires=requires or {},
+        golden=golden,
     )

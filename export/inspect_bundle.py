@@ -45,6 +45,7 @@ def inspect_bundle(folder: str | Path) -> tuple[str, str | None]:
         f"frames     {m.preprocessing.num_frames} x {m.preprocessing.image_size}px -> {m.decoder.tokens_per_frame} tokens/frame;"
         f" max frames {m.decoder.max_frames}, max sequence {m.decoder.max_seq}",
         f"integrity  {integrity}",
+        f"requires   {', '.join(f'{k} {v}' for k, v in m.requires.items()) or 'nothing recorded (format 2)'}",
         "",
     ]
     rows = [["graph", "file", "precision", "opset", "MB", "inputs"]]

@@ -35,10 +35,11 @@ from exo2ego_edge.atomic import atomic_dir, check_writable
 from exo2ego_edge.bundle import LOGITS_TO_KEEP, MANIFEST, GraphSpec, Manifest, TensorSpec, past_names, write_manifest
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
-from exo2ego_edge.export.bundle_writer import make_manifest, provenance
+from exo2ego_edge.export.bundle_writer import make_manifest, ort_requirement, provenance
 from exo2ego_edge.export.clip_frames import load_clips, random_clips
 from exo2ego_edge.export.onnx_graphs import GraphIO
-from exo2ego_edge.export.parity import DEFAULT_THRESHOLDS, ParityThresholds, measure_parity
+from exo2ego_edge.export.parity import DEFAULT_THRESHOLDS, ParityThresholds, make_goldens, measure_parity
+from exo2ego_edge.runtime.verify import save_golden
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ class ExportOptions:
     max_seq: int | None = None
     int4_block_size: int = 32
     trt: bool = False
+    # Save the CPU graphs as this ONNX Runtime optimizes them (export/ort_offline.py): faster
+    # session starts, but the bundle then loads on exactly this ORT version only.
+    ort_optimize: bool = False
     dla_core: int | None = None
     timing_cache: Path | None = None
     force: bool = False
@@ -109,6 +113,8 @@ class ExportOptions:
         if self.trt and self.precision == "int4":
             out.append("--int4 has no TensorRT engine (its MatMulNBits decoder is ONNX Runtime's own op): "
                        "use --int8 or --fp16 with --trt")
+        if self.ort_optimize and (self.target != "cpu" or self.precision == "fp16"):
+            out.append("--ort-optimize saves graphs for ONNX Runtime's CPU provider: it needs --target cpu, not --fp16")
         if self.trt and self.target == "cpu":
             out.append("--trt builds GPU engines; use --target tensorrt (or cuda)")
         return out
@@ -275,9 +281,10 @@ def make_precision_graphs(
 
 
 def cpu_optimized(opts: ExportOptions) -> bool:
-    """Whether the graphs are saved ORT-optimized (export/ort_offline.py): the CPU target, except
-    float16, where the CPU provider would bake in a float32 cast around every op it lacks."""
-    return opts.target == "cpu" and opts.precision != "fp16"
+    """Whether the graphs are saved ORT-optimized (export/ort_offline.py): only when asked, since
+    such graphs load on the exporter's ONNX Runtime version alone (a Jetson's 1.23 refuses 1.32's
+    prepacked MatMulNBits). Never float16, where the CPU provider would bake in float32 casts."""
+    return opts.ort_optimize
 
 
 def write_embeddings_and_tokenizer(student: Student, out: Path, precision: str) -> tuple[TensorSpec, TensorSpec | None]:
@@ -299,12 +306,6 @@ def write_embeddings_and_tokenizer(student: Student, out: Path, precision: str) 
             TensorSpec(EMBEDDING_SCALES_FILE, "float32", [table.shape[0]]))
 
 
-def run_parity_gate(out: Path, student: Student, opts: ExportOptions) -> dict[str, Any]:
-    clips, source = parity_clips(student, opts)
-    report = measure_parity(out, student.model, student.tokenizer, clips, opts.parity_thresholds(),
-                            opts.max_new_tokens, source)
-    log.info("parity: %s", {k: v for k, v in report.items() if k != "thresholds"})
-    return report
 
 
 # --- the pipeline -------------------------------------------------------------------------------
@@ -384,16 +385,21 @@ def export_bundle(
             engines = build_bundle_engines(tmp, graphs, max_frames=max_frames, max_seq=max_seq,
                                            dla_core=opts.dla_core, timing_cache=opts.timing_cache)
         t = done("engines", t)
+        clips, source = parity_clips(student, opts)
+        goldens = make_goldens(student.model, student.tokenizer, clips, opts.max_new_tokens)
+        golden_file = save_golden(tmp, goldens)
         option_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
         manifest = make_manifest(
             tmp, cfg, student.tokenizer, graphs, embeddings, TOKENIZER_FILE, max_seq, max_frames,
             provenance(checkpoint, opts.opset, opts.exporter, option_record,
                        ort_offline.LEVEL if cpu_optimized(opts) else None), engines,
-            embedding_scales=embedding_scales,
+            embedding_scales=embedding_scales, requires=ort_requirement(tmp, graphs, cpu_optimized(opts)),
+            golden=golden_file,
         )
         write_manifest(tmp, manifest)
         t = done("manifest", t)
-        manifest.parity = run_parity_gate(tmp, student, opts)
+        manifest.parity = measure_parity(tmp, goldens, opts.parity_thresholds(), source)
+        log.info("parity: %s", {k: v for k, v in manifest.parity.items() if k != "thresholds"})
         write_manifest(tmp, manifest)  # the manifest is not in its own checksum list
         done("parity", t)
         steps.close()

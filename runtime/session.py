@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from exo2ego_edge.bundle import load_manifest
+from exo2ego_edge.bundle import Manifest, load_manifest, unmet_requirement
 from exo2ego_edge.runtime.errors import BackendError, PromptError, VideoError
 from exo2ego_edge.runtime.generate import GREEDY, Sampling, TextStream, TokenPicker, generate
 from exo2ego_edge.runtime.prompting import PromptBuilder
@@ -98,6 +98,23 @@ class AnswerStream:
         return self._tokens
 
 
+def check_onnxruntime(bundle: Path, manifest: Manifest) -> None:
+    """Refuse, in one line naming both versions and the fix, a bundle this ONNX Runtime cannot load."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return  # the backend says so itself, with the install command
+    spec = manifest.required("onnxruntime")
+    if not unmet_requirement(spec, ort.__version__):
+        return
+    if spec.startswith("=="):
+        fix = (f"its graphs were saved as ONNX Runtime {spec[2:]} optimized them (export --ort-optimize); "
+               f"re-export without --ort-optimize, or install onnxruntime{spec}")
+    else:
+        fix = f"install onnxruntime{spec} (on a Jetson, an onnxruntime-gpu wheel of that version or newer)"
+    raise BackendError(f"{bundle} needs onnxruntime {spec}; this machine has {ort.__version__}: {fix}")
+
+
 class Runtime:
     """A loaded bundle: backends for both graphs, the tokenizer, the prompt prefix's KV cache."""
 
@@ -134,6 +151,7 @@ class Runtime:
         else:
             from exo2ego_edge.runtime.ort_backend import OrtBackend
 
+            check_onnxruntime(bundle, manifest)
             impl = OrtBackend(bundle, manifest, device=device, threads=threads, spin=spin)
         log.info("loaded %s on %s", bundle, impl.description)
         return cls(bundle, manifest, impl, PromptBuilder(bundle, manifest, impl.decoder.embed_dtype))

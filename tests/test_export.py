@@ -191,7 +191,8 @@ def test_int8_cpu_keeps_parity_and_shrinks(int8_bundle, fp32_bundle):
     assert m.parity["visual_cosine_mean"] >= 0.99 and m.parity["token_agreement"] >= 0.9
     ops_v = quantize.count_ops(onnx.load(str(int8_bundle / "vision.onnx")))
     ops_d = quantize.count_ops(onnx.load(str(int8_bundle / "decoder.onnx")))
-    assert ops_v.get("DynamicQuantizeMatMul", 0) > 0 and ops_d.get("MatMulNBits", 0) > 0  # ORT-fused at export
+    assert ops_v.get("MatMulInteger", 0) > 0 and ops_d.get("MatMulNBits", 0) > 0  # portable: ORT fuses at load
+    assert m.requires == {"onnxruntime": ">=1.22"}  # 8-bit MatMulNBits (1.21 refuses it)
     # the patch embedding is a weight-only INT8 MatMul: no float Conv weights are left behind
     assert "Conv" not in ops_v and ops_v.get("MatMulNBits") == 1
     size = lambda b: sum(p.stat().st_size for p in b.iterdir())  # noqa: E731
@@ -381,7 +382,12 @@ def test_max_frames_below_the_clip_length_is_refused(checkpoint, tmp_path):
 def test_cpu_graphs_are_saved_ort_fused_with_the_same_outputs(work, checkpoint, fp32_bundle):
     import onnxruntime as ort
 
-    assert load_manifest(fp32_bundle).provenance["ort_graph_optimization"] == ort_offline.LEVEL
+    default = load_manifest(fp32_bundle)  # portable by default: what a device's older ORT loads
+    assert default.provenance["ort_graph_optimization"] is None and default.requires == {"onnxruntime": ">=1.18"}
+    optimized = load_manifest(export_bundle(checkpoint, work / "ort-optimized", "fp32", ort_optimize=True,
+                                            parity_samples=1).out)
+    assert optimized.provenance["ort_graph_optimization"] == ort_offline.LEVEL
+    assert optimized.requires == {"onnxruntime": f"=={ort.__version__}"}
     model = load_student(checkpoint).model
     folder = work / "offline"
     folder.mkdir()
@@ -400,3 +406,20 @@ def test_cpu_graphs_are_saved_ort_fused_with_the_same_outputs(work, checkpoint, 
     assert sorted(p.name for p in folder.iterdir()) == ["vision.onnx", "vision.onnx.data"]
     after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, frames)[0]
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+
+
+def test_a_bundle_needing_another_onnxruntime_is_refused_in_one_line(fp32_bundle, tmp_path):
+    import onnxruntime as ort
+
+    from exo2ego_edge.runtime import BackendError, Runtime
+
+    for spec, fix in ((">=99.0", "install onnxruntime>=99.0"), ("==1.0.0", "re-export without --ort-optimize")):
+        bundle = tmp_path / spec
+        shutil.copytree(fp32_bundle, bundle)
+        manifest = json.loads((bundle / MANIFEST).read_text())
+        manifest["requires"] = {"onnxruntime": spec}
+        (bundle / MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(BackendError) as e:
+            Runtime.load(bundle, backend="ort", device="cpu")
+        message = str(e.value)
+        assert spec in message and ort.__version__ in message and fix in message and "\n" not in message

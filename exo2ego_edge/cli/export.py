@@ -29,6 +29,9 @@ from exo2ego_edge.errors import UserError
 @click.option("--parity-samples", type=int, default=4, show_default=True, help="Clips in the parity check.")
 @click.option("--cpu-activations", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
               help="CPU INT8 vision activations (dynamic measured faster on ORT CPU).")
+@click.option("--ort-optimize", is_flag=True,
+              help="Save the CPU graphs as this ONNX Runtime optimizes them: faster session starts, but the "
+                   "bundle then loads on exactly this ONNX Runtime version (not on a device's older one).")
 @click.option("--trt", is_flag=True, help="Also build TensorRT engines (needs TensorRT).")
 @click.option("--dla-core", type=int, help="Build the vision engine for this DLA core (Jetson).")
 @click.option("--max-frames", type=int, help="Largest frame count the engines accept [config's num_frames].")
