@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exo2ego_edge.atomic import atomic_file
 from exo2ego_edge.config import ModelConfig
 from exo2ego_edge.errors import UserError
 
@@ -74,6 +75,9 @@ class GraphSpec:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     opset: int = 17
+    # The graph TensorRT builds its engine from, when not ``file``: the decoder with
+    # ``logits_to_keep`` fixed to 1, written by the exporter for GPU targets (no onnx on the device).
+    trt_file: str | None = None
 
     def __post_init__(self) -> None:
         self.inputs = [_strict(TensorSpec, t, f"graph {self.file} input") for t in self.inputs]
@@ -267,6 +271,7 @@ def verify_files(bundle: str | Path, manifest: Manifest) -> None:
             raise BundleError(f"{bundle}: file {rel} does not match its checksum (modified or corrupt)")
     listed = set(manifest.files)
     needed = {g.file for g in manifest.graphs.values()} | {manifest.embeddings.name, manifest.tokenizer}
+    needed |= {g.trt_file for g in manifest.graphs.values() if g.trt_file}
     needed |= {e.file for e in manifest.engines}
     needed |= {manifest.golden} if manifest.golden else set()
     if manifest.embedding_scales is not None:
@@ -284,6 +289,16 @@ def load_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
     return manifest
 
 
+def _manifest_text(manifest: Manifest) -> str:
+    return json.dumps(manifest.to_dict(), indent=2) + "\n"
+
+
 def write_manifest(folder: str | Path, manifest: Manifest) -> None:
     """Write ``manifest.json`` into a bundle folder being assembled (export's temp folder)."""
-    (Path(folder) / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+    (Path(folder) / MANIFEST).write_text(_manifest_text(manifest))
+
+
+def write_manifest_atomically(folder: str | Path, manifest: Manifest) -> None:
+    """Replace a finished bundle's manifest in one step (a temp file renamed over it)."""
+    with atomic_file(Path(folder) / MANIFEST) as f:
+        f.write(_manifest_text(manifest))

@@ -7,7 +7,7 @@ Modules, in pipeline order:
 - ``quantize``: ORT dynamic / static / Q/DQ INT8, MatMulNBits INT8/INT4, FP16, Q/DQ placement check;
 - ``ort_offline``: ``--target cpu`` graphs saved as ONNX Runtime's CPU provider optimizes them;
 - ``clip_frames``: ego frames for calibration and parity from clip JSONL rows (the runtime's decoder);
-- ``tensorrt_build``: TensorRT 10 engines with optimization profiles and a timing cache;
+- ``runtime.engines`` (``--trt``): TensorRT 10 engines, the same builder the device runs;
 - ``bundle_writer``: manifest, checksums, provenance;
 - ``parity``: the parity gate, run through the runtime (``exo2ego_edge.runtime``);
 - ``inspect_bundle``: ``export inspect``'s table.

@@ -355,3 +355,26 @@ def export_decoder(model: Exo2Ego, path: str | Path, opset: int = DEFAULT_OPSET,
 def embedding_table(model: Exo2Ego) -> np.ndarray:
     """The LLM's input token-embedding table (V, D) in float32: the runtime gathers prompt rows from it."""
     return model.llm.get_input_embeddings().weight.detach().to(torch.float32).numpy()
+
+
+def keep_last_logits(src: Path, dst: Path) -> bool:
+    """Write ``src`` to ``dst`` with the ``logits_to_keep`` input replaced by the constant 1.
+
+    TensorRT would take that scalar, which sizes an output, as a shape tensor needing a profile
+    of its own, and the runtime reads only the last position's logits; as a constant it is folded
+    and the engine projects one row onto the vocabulary. External weights are referenced, not
+    copied, so ``dst`` must be in ``src``'s folder. False (nothing written) for a graph without
+    the input.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src), load_external_data=False)
+    inputs = [i for i in model.graph.input if i.name != LOGITS_TO_KEEP]
+    if len(inputs) == len(model.graph.input):
+        return False
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    model.graph.initializer.append(numpy_helper.from_array(np.array(1, dtype=np.int64), LOGITS_TO_KEEP))
+    onnx.save(model, str(dst))
+    return True

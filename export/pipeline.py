@@ -275,8 +275,13 @@ def make_precision_graphs(
             save_onnx(onnx.load(str(tmp)), dst)
         if cpu_optimized(opts):
             ort_offline.optimize_for_cpu(dst)
+        trt_file = None
+        if gpu and name == "decoder":  # the graph a device's `engines build` reads (it has no onnx)
+            trt_file = f"{dst.stem}.trt.onnx"
+            onnx_graphs.keep_last_logits(dst, dst.with_name(trt_file))
         io_spec = (onnx_graphs.vision_io if name == "vision" else onnx_graphs.decoder_io)(cfg, float_dtype)
-        specs[name] = GraphSpec(file=file, precision=precision, inputs=io_spec.inputs, outputs=io_spec.outputs, opset=opts.opset)
+        specs[name] = GraphSpec(file=file, precision=precision, inputs=io_spec.inputs, outputs=io_spec.outputs,
+                                opset=opts.opset, trt_file=trt_file)
     return specs
 
 
@@ -341,7 +346,7 @@ def export_bundle(
         log.warning("--cpu-activations static without --calib-data calibrates on random frames: "
                     "pass --calib-data CLIPS.jsonl to calibrate on real ego frames")
     if opts.trt:
-        from exo2ego_edge.export.tensorrt_build import require_tensorrt
+        from exo2ego_edge.runtime.engines import require_tensorrt
 
         require_tensorrt()
 
@@ -380,7 +385,7 @@ def export_bundle(
         t = done("embeddings", t)
         engines = []
         if opts.trt:
-            from exo2ego_edge.export.tensorrt_build import build_bundle_engines
+            from exo2ego_edge.runtime.engines import build_bundle_engines
 
             engines = build_bundle_engines(tmp, graphs, max_frames=max_frames, max_seq=max_seq,
                                            dla_core=opts.dla_core, timing_cache=opts.timing_cache)

@@ -531,10 +531,15 @@ def to_markdown(report: dict[str, Any]) -> str:
               f"ORT providers {', '.join(sysd['ort_providers'])}; "
               + ", ".join(f"{k} {v}" for k, v in sysd["versions"].items()) + "."]
     if sysd["gpus"]:
-        lines.append("GPUs: " + ", ".join(f"{g['name']} ({g['memory_total_bytes'] / 2**30:.0f} GiB)" for g in sysd["gpus"]) + ".")
+        lines.append("GPUs: " + ", ".join(f"{g['name']} ({_gib(g['memory_total_bytes'])})" for g in sysd["gpus"]) + ".")
     if sysd["jetson"]:
         lines.append(f"Jetson: {sysd['jetson']}.")
     return "\n".join(lines) + "\n"
+
+
+def _gib(n: int | None) -> str:
+    """A GPU's memory; None where nvidia-smi says [N/A] (a Jetson: its GPU shares the system RAM)."""
+    return f"{n / 2**30:.0f} GiB" if n is not None else "memory shared with the CPU"
 
 
 def _pct(x: float | None) -> str:

@@ -7,8 +7,9 @@ as on a CPU (an Orin Nano's GPU does ~20 TFLOPS of int8 against 68 GB/s, ~300 op
 ``bytes / bandwidth`` is a floor no kernel beats; real runs land above it.
 
 On a Jetson itself, :class:`Tegrastats` samples ``tegrastats`` while the benchmark runs: board
-input power (VDD_IN / POM_5V_IN rail) gives joules per decoded token, RAM gives the unified
-memory high-water mark (CPU and GPU share it, so NVML has nothing to report there).
+input power (the VDD_IN / POM_5V_IN rail; on AGX boards, which have none, the sum of the rails)
+gives joules per decoded token, RAM gives the unified memory high-water mark (CPU and GPU share
+it, so NVML has nothing to report there).
 """
 
 from __future__ import annotations
@@ -155,28 +156,79 @@ def project(fp: Footprint, decode_bytes_per_token: int, frames: int, kv_bytes_pe
 
 
 # --- tegrastats ---------------------------------------------------------------------------------
-_POWER = re.compile(r"\b(VDD_IN|POM_5V_IN)\s+(\d+)(?:mW)?/(\d+)")
-_RAM = re.compile(r"\bRAM\s+(\d+)/(\d+)MB")
-_GPU = re.compile(r"\bGR3D_FREQ\s+(\d+)%")
+# One line per interval. The field set differs by module, JetPack and whether root runs it, so
+# every field is looked up on its own and is None (or empty) where the line does not have it.
+_MEMORY = re.compile(r"\b(RAM|SWAP)\s+(\d+)/(\d+)([kMG])B")
+_CPUS = re.compile(r"\bCPU\s+\[([^\]]*)\]", re.IGNORECASE)
+_LOAD = re.compile(r"(\d+)%(?:@\[?(\d+))?")  # "37%", "0%@611", "63%@[621]", "0%@[0,0]"
+# Rails: "VDD_IN 4761mW/4778mW" (Orin), "POM_5V_IN 3103/3103" and "GPU 463/463" (JetPack 4).
+_RAIL = re.compile(r"\b([A-Z][A-Z0-9_]*)\s+(\d+)(?:mW)?/(\d+)(?:mW)?(?=\s|$)")
+_TEMPERATURE = re.compile(r"\b([A-Za-z]\w*)@(-?\d+(?:\.\d+)?)C\b")
+_UNITS = {"k": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+# Rails that measure the whole board's input. AGX Orin and Xavier have none: their power is the
+# sum of the module rails, as jetson-stats (jtop) computes it.
+INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
+ABSENT_SENSOR_C = -256.0  # what JetPack 5 prints for a sensor the module does not have
 
 
 @dataclass
 class TegrastatsSample:
     t: float  # perf_counter seconds, comparable with the benchmark's stage timers
-    power_mw: float | None
+    power_mw: float | None  # board input now: an INPUT_RAILS rail, else the sum of all rails
     ram_used_bytes: int | None
     gpu_util_pct: float | None
+    power_avg_mw: float | None = None  # the same, averaged by tegrastats since it started
+    power_rail: str | None = None  # which rail power_mw is ("VDD_IN"), or "sum" of all rails
+    ram_total_bytes: int | None = None
+    swap_used_bytes: int | None = None
+    swap_total_bytes: int | None = None
+    cpu_util_pct: list[float | None] = field(default_factory=list)  # per core; None when off
+    cpu_freq_mhz: list[int | None] = field(default_factory=list)
+    emc_util_pct: float | None = None
+    emc_freq_mhz: int | None = None
+    gpu_freq_mhz: int | None = None  # GR3D's first (or only) GPC
+    rails_mw: dict[str, tuple[float, float]] = field(default_factory=dict)  # name: (now, average)
+    temperatures_c: dict[str, float] = field(default_factory=dict)  # lower-case names (JP5 "CPU", JP6 "cpu")
+
+
+def _load(line: str, name: str) -> tuple[float | None, int | None]:
+    """``name``'s utilisation and frequency ("GR3D_FREQ 63%@[621]" gives (63.0, 621))."""
+    m = re.search(rf"\b{name}\s+" + _LOAD.pattern, line)
+    if not m:
+        return None, None
+    return float(m.group(1)), int(m.group(2)) if m.group(2) else None
+
+
+def _board_power(rails: dict[str, tuple[float, float]]) -> tuple[str | None, float | None, float | None]:
+    """(rail, now, average): the input rail where the board has one, else the sum of all rails."""
+    for name in INPUT_RAILS:
+        if name in rails:
+            return name, *rails[name]
+    if not rails:
+        return None, None, None
+    return "sum", sum(now for now, _ in rails.values()), sum(avg for _, avg in rails.values())
 
 
 def parse_tegrastats_line(line: str, t: float) -> TegrastatsSample:
-    power = _POWER.search(line)
-    ram = _RAM.search(line)
-    gpu = _GPU.search(line)
+    """One tegrastats line (JetPack 4, 5 and 6 formats); missing fields are None, never an error."""
+    memory = {m.group(1): (int(m.group(2)) * _UNITS[m.group(4)], int(m.group(3)) * _UNITS[m.group(4)])
+              for m in _MEMORY.finditer(line)}
+    cpus = _CPUS.search(line)
+    cores = [_LOAD.match(core.strip()) for core in cpus.group(1).split(",")] if cpus else []
+    rails = {m.group(1): (float(m.group(2)), float(m.group(3))) for m in _RAIL.finditer(line)}
+    board, now, average = _board_power(rails)
+    gpu_util, gpu_freq = _load(line, "GR3D_FREQ")
+    emc_util, emc_freq = _load(line, "EMC_FREQ")
+    ram_used, ram_total = memory.get("RAM", (None, None))
+    swap_used, swap_total = memory.get("SWAP", (None, None))
     return TegrastatsSample(
-        t=t,
-        power_mw=float(power.group(2)) if power else None,
-        ram_used_bytes=int(ram.group(1)) << 20 if ram else None,
-        gpu_util_pct=float(gpu.group(1)) if gpu else None,
+        t=t, power_mw=now, ram_used_bytes=ram_used, gpu_util_pct=gpu_util, power_avg_mw=average,
+        power_rail=board, ram_total_bytes=ram_total, swap_used_bytes=swap_used, swap_total_bytes=swap_total,
+        cpu_util_pct=[float(c.group(1)) if c else None for c in cores],
+        cpu_freq_mhz=[int(c.group(2)) if c and c.group(2) else None for c in cores],
+        emc_util_pct=emc_util, emc_freq_mhz=emc_freq, gpu_freq_mhz=gpu_freq, rails_mw=rails,
+        temperatures_c={m.group(1).lower(): float(m.group(2)) for m in _TEMPERATURE.finditer(line)
+                        if float(m.group(2)) != ABSENT_SENSOR_C},
     )
 
 

@@ -13,12 +13,13 @@ import logging
 import platform
 import subprocess
 import sys
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from exo2ego_edge.runtime import sysinfo
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _import_status(module: str) -> dict[str, Any]:
@@ -51,29 +52,30 @@ def _torch_status() -> dict[str, Any]:
     return {"ok": True, "version": words[-2], "cuda": words[-1] == "True"}
 
 
-def free_memory_bytes() -> int | None:
+def _probe(probe: Callable[[], T], default: T) -> T:
+    """``probe()``, or ``default`` if it raises: the parsers are tolerant, and this keeps doctor
+    running when a tool prints something nobody has seen yet."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+        return probe()
+    except Exception as e:  # noqa: BLE001 - doctor reports, it never fails
+        log.warning("%s failed: %s: %s", getattr(probe, "__name__", probe), type(e).__name__, e)
+        return default
 
 
 def diagnose() -> dict[str, Any]:
     ort = _import_status("onnxruntime")
     providers = sysinfo.ort_providers() if ort["ok"] else []
     trt = _import_status("tensorrt")
+    trt_problem = sysinfo.tensorrt_supported(trt["version"]) if trt["ok"] else None
     pycuda = _import_status("pycuda.driver")
     av = _import_status("av")
     tokenizers = _import_status("tokenizers")
-    gpus = sysinfo.gpu_info()
     backends = {
         "ort-cpu": ort["ok"] and "CPUExecutionProvider" in providers,
         "ort-cuda": "CUDAExecutionProvider" in providers,
         "ort-tensorrt": "TensorrtExecutionProvider" in providers,
-        "tensorrt": trt["ok"] and pycuda["ok"],
+        # Engines come from exo2ego-edge's builder, which needs TensorRT 10 (and run only there).
+        "tensorrt": trt["ok"] and pycuda["ok"] and trt_problem is None,
     }
     return {
         "python": platform.python_version(),
@@ -81,14 +83,15 @@ def diagnose() -> dict[str, Any]:
         "onnxruntime": ort,
         "ort_providers": providers,
         "tensorrt": trt,
+        "tensorrt_problem": trt_problem,
         "pycuda": pycuda,
         "av": av,
         "tokenizers": tokenizers,
         "torch": _torch_status(),
-        "gpus": gpus,
-        "jetson": sysinfo.jetson_info(),
-        "memory_total_bytes": sysinfo.total_memory_bytes(),
-        "memory_free_bytes": free_memory_bytes(),
+        "gpus": _probe(sysinfo.gpu_info, []),
+        "jetson": _probe(sysinfo.jetson_info, None),
+        "memory_total_bytes": _probe(sysinfo.total_memory_bytes, None),
+        "memory_free_bytes": _probe(sysinfo.available_memory_bytes, None),
         "backends": backends,
         "can_run_video": av["ok"] and tokenizers["ok"],
     }
@@ -114,14 +117,17 @@ def report_lines(d: dict[str, Any]) -> list[str]:
         f"torch         {_status(d['torch'])}"
         + (f" (training / export; CUDA {'visible' if d['torch']['cuda'] else 'not visible'})" if d["torch"]["ok"] else ""),
     ]
-    if d["gpus"]:
-        for g in d["gpus"]:
-            lines.append(f"gpu {g['index']}         {g['name']}, {_gib(g['memory_total_bytes'])}, driver {g['driver']}")
-    else:
+    if d["tensorrt_problem"]:
+        lines.append(f"warning       {d['tensorrt_problem']}")
+    for g in d["gpus"]:
+        lines.append(f"gpu {g['index']}         {g['name'] or 'unknown'}, memory {_gib(g['memory_total_bytes'])}, "
+                     f"driver {g['driver'] or 'unknown'}")
+    if not d["gpus"]:
         lines.append("gpu           none found (no NVML, no nvidia-smi)")
     if d["jetson"]:
-        j = d["jetson"]
-        lines.append(f"jetson        {j.get('model') or '?'}; {j.get('l4t') or 'L4T ?'}; JetPack {j.get('jetpack', '?')}")
+        j = {key: d["jetson"].get(key) or "unknown" for key in ("model", "l4t", "jetpack", "power_mode")}
+        lines.append(f"jetson        {j['model']}; L4T {j['l4t']}; JetPack {j['jetpack']}; "
+                     f"power mode {j['power_mode']}")
     lines.append(f"memory        {_gib(d['memory_free_bytes'])} free of {_gib(d['memory_total_bytes'])}")
     usable = [name for name, ok in d["backends"].items() if ok]
     lines.append(f"backends      {', '.join(usable) if usable else 'none: install onnxruntime'}")

@@ -1,6 +1,8 @@
 """ONNX Runtime backend: the vision graph and the KV-cached decoder, with IOBinding.
 
-Provider: TensorRT EP > CUDA EP > CPU from what this onnxruntime build offers, or forced.
+Provider: TensorRT EP > CUDA EP > CPU from what this onnxruntime build offers, or forced, each with
+options from the manifest (``provider_options``): TensorRT engine and timing caches beside the
+bundle, fp16 / int8 from the graph's precision and explicit profiles from the export limits.
 
 The decoder's KV cache lives in buffers the runtime allocates once, sized from the manifest
 (``decoder.max_seq``): two per layer and key/value ("ping" and "pong"). A decode step binds the
@@ -19,10 +21,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from exo2ego_edge.bundle import LOGITS_TO_KEEP, GraphSpec, Manifest, past_names, present_names
+from exo2ego_edge.bundle import (
+    BATCH, FRAMES, LOGITS_TO_KEEP, PAST, SEQ, TOTAL, GraphSpec, Manifest, past_names, present_names,
+)
 from exo2ego_edge.runtime.errors import BackendError
 from exo2ego_edge.runtime.kv_cache import KVPrefix, PingPongDecoder
 
@@ -71,14 +76,183 @@ def session_options(threads: int | None, spin: bool = False):
     return opts
 
 
-def _session(path: Path, providers: list[str], threads: int | None, spin: bool):
+# --- provider options (ONNX Runtime's TensorRT EP and CUDA EP pages name every key) -----------
+# Export targets whose int8 graphs carry explicit symmetric Q/DQ (export/pipeline.py). A CPU
+# target's int8 is ORT's dynamic quantization and MatMulNBits, which TensorRT cannot run.
+GPU_TARGETS = ("cuda", "tensorrt")
+PROFILE_KEYS = ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
+CACHE_KEYS = ("trt_engine_cache_enable", "trt_engine_cache_path",
+              "trt_timing_cache_enable", "trt_timing_cache_path")
+CUDA_OPTIONS: dict[str, Any] = {
+    # A Jetson's GPU memory is its system RAM: grow the arena by what is asked, not to the next
+    # power of two (the default), which can hold up to twice the memory in use.
+    "arena_extend_strategy": "kSameAsRequested",
+    # EXHAUSTIVE (the default) benchmarks every cuDNN conv algorithm for each new input shape,
+    # i.e. each new frame count; a tower whose patch embedding stays a Conv would stall on it.
+    "cudnn_conv_algo_search": "HEURISTIC",
+}
+
+
+def trt_cache_root(bundle: str | os.PathLike) -> Path:
+    """Folder for the TensorRT EP's engines and timing cache: beside the bundle, never in it.
+
+    ``verify_files`` ignores unlisted files, but a bundle is a checksummed artifact that is copied
+    to other devices (engines are per GPU and TensorRT version), replaced whole by a re-export,
+    and shipped read-only with the package; a cache has none of those lives.
+    """
+    bundle = Path(os.path.abspath(bundle))
+    return bundle.parent / f".{bundle.name}.trt-cache"
+
+
+def trt_profile(manifest: Manifest, graph: str) -> dict[str, tuple[int, int, int]]:
+    """(min, opt, max) per dynamic axis of ``graph`` from the manifest's export limits, with the
+    opt points of the engines `engines build` makes (runtime/engines.py): a clip's frames, and a
+    decode step after a prompt, since decode steps dominate generation time."""
+    d = manifest.decoder
+    if graph == "vision":
+        return {FRAMES: (1, min(max(manifest.preprocessing.num_frames, 1), d.max_frames), d.max_frames)}
+    prompt = min(d.max_seq // 2, d.max_seq - 1)
+    return {
+        BATCH: (1, 1, 1),  # one sequence at a time
+        SEQ: (1, 1, d.max_seq),
+        # Min 0: a first prefill has an empty past. TensorRT takes empty tensors, and ORT does not
+        # widen explicit profiles at run time, so a min of 1 would fail that call, not rebuild.
+        PAST: (0, prompt, d.max_seq - 1),
+        TOTAL: (1, prompt + 1, d.max_seq),  # past + sequence: the opt point must agree
+    }
+
+
+def trt_shape_values(manifest: Manifest) -> dict[str, tuple[int, int, int]]:
+    """(min, opt, max) values of the scalar inputs TensorRT takes as shape tensors: a profile
+    gives their values, not their (empty) shape. ``logits_to_keep`` sizes the logits; 0 means
+    all positions, and the runtime passes 1..max_seq."""
+    return {LOGITS_TO_KEEP: (0, 1, manifest.decoder.max_seq)}
+
+
+def _profile_strings(spec: GraphSpec, axes: dict[str, tuple[int, int, int]],
+                     values: dict[str, tuple[int, int, int]]) -> tuple[str, str, str] | None:
+    """``name:d1xd2,...`` at min, opt and max for every input with a dynamic axis, and
+    ``name:value`` for shape-tensor scalars; None when an axis has no profile, so that ORT sizes
+    the profile from the shapes it sees."""
+    points: tuple[list[str], list[str], list[str]] = ([], [], [])
+    for t in spec.inputs:
+        if not t.shape and t.name in values:
+            dims = [[v] for v in values[t.name]]
+        elif any(isinstance(a, str) for a in t.shape):
+            if any(isinstance(a, str) and a not in axes for a in t.shape):
+                return None
+            dims = [[axes[a][i] if isinstance(a, str) else a for a in t.shape] for i in range(3)]
+        else:
+            continue
+        for i in range(3):
+            points[i].append(f"{t.name}:{'x'.join(map(str, dims[i]))}")
+    return tuple(",".join(p) for p in points) if points[0] else None
+
+
+def _export_target(manifest: Manifest) -> str | None:
+    return (manifest.provenance.get("options") or {}).get("target")
+
+
+def _trt_takes_whole_graph(manifest: Manifest, graph: str) -> bool:
+    """Whether TensorRT can run all of ``graph``. ORT refuses a session whose explicit profiles
+    miss a dynamic input of any TensorRT subgraph, and a split graph's subgraph inputs are inner
+    tensors no manifest names. Split: graphs saved ORT-optimized (contrib ops such as
+    SimplifiedLayerNormalization), MatMulNBits (int4; the CPU target's int8 decoder), and the CPU
+    target's int8 vision (DynamicQuantizeLinear and MatMulInteger, or uint8 Q/DQ)."""
+    precision = manifest.graphs[graph].precision
+    if manifest.provenance.get("ort_graph_optimization") or precision == "int4":
+        return False
+    return precision != "int8" or _export_target(manifest) in GPU_TARGETS
+
+
+def _tensorrt_options(bundle: str | os.PathLike, manifest: Manifest, graph: str) -> dict[str, Any]:
+    spec = manifest.graphs[graph]
+    root = trt_cache_root(bundle)
+    qdq = spec.precision == "int8" and _export_target(manifest) in GPU_TARGETS
+    fp16 = spec.precision == "fp16" or qdq  # with int8: layers left in float may run in fp16
+    options: dict[str, Any] = {
+        # ORT names an engine after the graph's file, tensor names, ORT / CUDA / TensorRT versions
+        # and GPU, not its weights: a folder per graph checksum keeps a re-exported bundle of the
+        # same architecture from loading the old engines.
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(root / f"{graph}-{(manifest.files.get(spec.file) or 'unlisted')[:16]}"),
+        # Layer timings depend on the GPU and TensorRT version, not the model: both graphs share them.
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(root),
+        "trt_fp16_enable": fp16,
+        "trt_int8_enable": qdq,  # scales from the graph's Q/DQ nodes: no calibration table
+    }
+    if fp16:  # keep RMSNorm's Pow + ReduceMean in fp32: squares overflow fp16 past |x| ~ 256
+        options["trt_layer_norm_fp32_fallback"] = True
+    shapes = (_profile_strings(spec, trt_profile(manifest, graph), trt_shape_values(manifest))
+              if _trt_takes_whole_graph(manifest, graph) else None)
+    if shapes:  # else ORT sizes the profile from the shapes it sees, rebuilding as they grow
+        options.update(zip(PROFILE_KEYS, shapes))
+    return options
+
+
+def provider_options(bundle: str | os.PathLike, manifest: Manifest, graph: str,
+                     providers: list[str]) -> list[dict[str, Any]]:
+    """One ONNX Runtime options dict per provider for ``graph`` ("vision" or "decoder") of the
+    bundle; the CPU provider gets none. Pure: computes paths, creates nothing."""
+    out = []
+    for p in providers:
+        if p == PROVIDER_ORDER[0]:
+            out.append(_tensorrt_options(bundle, manifest, graph))
+        elif p == PROVIDER_ORDER[1]:
+            out.append(dict(CUDA_OPTIONS))
+        else:
+            out.append({})
+    return out
+
+
+def _with_cache_dirs(options: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Create the TensorRT cache folders (ORT creates at most the last level); where that fails
+    (a read-only location) run without caches rather than not at all."""
+    out = []
+    for opts in options:
+        for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
+            if key not in opts:
+                continue
+            try:
+                Path(opts[key]).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                log.warning("TensorRT caches off: cannot create %s (%s); engines are rebuilt at each start",
+                            opts[key], e.strerror or e)
+                opts = {k: v for k, v in opts.items() if k not in CACHE_KEYS}
+                break
+        out.append(opts)
+    return out
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()  # ORT raises its own Fail/InvalidGraph types with multi-line text
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _session(path: Path, providers: list[str], threads: int | None, spin: bool,
+             options: list[dict[str, Any]] | None = None):
     import onnxruntime as ort
 
+    options = _with_cache_dirs(options or [{} for _ in providers])
+
+    def create(opts: list[dict[str, Any]]):
+        return ort.InferenceSession(str(path), sess_options=session_options(threads, spin), providers=providers,
+                                    provider_options=opts)
+
     try:
-        return ort.InferenceSession(str(path), sess_options=session_options(threads, spin), providers=providers)
-    except Exception as e:  # ORT raises its own Fail/InvalidGraph types with multi-line text
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BackendError(f"{path.name}: ONNX Runtime cannot load it ({first})") from None
+        return create(options)
+    except Exception as e:
+        error = e
+    plain = [{k: v for k, v in o.items() if k not in PROFILE_KEYS} for o in options]
+    if plain != options:  # e.g. an older bundle ORT splits after all: let ORT size the profiles
+        log.warning("%s: TensorRT EP refused the explicit profiles (%s); retrying without them",
+                    path.name, _first_line(error))
+        try:
+            return create(plain)
+        except Exception as e:
+            error = e
+    raise BackendError(f"{path.name}: ONNX Runtime cannot load it ({_first_line(error)})")
 
 
 def _device_of(providers: list[str]) -> str:
@@ -88,8 +262,9 @@ def _device_of(providers: list[str]) -> str:
 class OrtVision:
     """``frames`` uint8 (N, H, W, 3) -> ``visual_tokens`` (N, P, D); counts its calls."""
 
-    def __init__(self, bundle: Path, spec: GraphSpec, providers: list[str], threads: int | None, spin: bool = False):
-        self.session = _session(bundle / spec.file, providers, threads, spin)
+    def __init__(self, bundle: Path, spec: GraphSpec, providers: list[str], threads: int | None, spin: bool = False,
+                 options: list[dict[str, Any]] | None = None):
+        self.session = _session(bundle / spec.file, providers, threads, spin, options)
         self.input_name = spec.inputs[0].name
         self.output_name = spec.outputs[0].name
         self.calls = 0
@@ -125,10 +300,10 @@ class OrtDecoder(PingPongDecoder):
     """The decoder graph with IOBinding over preallocated KV buffers (see the module docstring)."""
 
     def __init__(self, bundle: Path, manifest: Manifest, providers: list[str], threads: int | None,
-                 spin: bool = False):
+                 spin: bool = False, options: list[dict[str, Any]] | None = None):
         spec = manifest.graphs["decoder"]
         d = manifest.decoder
-        self.session = _session(bundle / spec.file, providers, threads, spin)
+        self.session = _session(bundle / spec.file, providers, threads, spin, options)
         self.device = _device_of(providers)
         self.max_seq = d.max_seq
         self.vocab = d.vocab_size
@@ -236,8 +411,10 @@ class OrtBackend:
         bundle = Path(bundle)
         self.providers = choose_providers(device)
         log.info("ONNX Runtime providers: %s", ", ".join(self.providers))
-        self.vision = OrtVision(bundle, manifest.graphs["vision"], self.providers, threads, spin)
-        self.decoder = OrtDecoder(bundle, manifest, self.providers, threads, spin)
+        self.vision = OrtVision(bundle, manifest.graphs["vision"], self.providers, threads, spin,
+                                provider_options(bundle, manifest, "vision", self.providers))
+        self.decoder = OrtDecoder(bundle, manifest, self.providers, threads, spin,
+                                  provider_options(bundle, manifest, "decoder", self.providers))
 
     @property
     def description(self) -> str:

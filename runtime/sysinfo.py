@@ -11,9 +11,12 @@ to learn its version would defeat the torch-free runtime and cost seconds.
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import platform
+import re
 import resource
 import shutil
 import subprocess
@@ -113,19 +116,28 @@ def last_level_cache_bytes() -> int:
 
 def _parse_size(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    if text[-1].upper() in units:
+    if text and text[-1].upper() in units:
         return int(text[:-1]) * units[text[-1].upper()]
-    return int(text)
+    return int(text)  # ValueError on an empty or odd value: the caller skips that cache
+
+
+def meminfo_bytes(field: str) -> int | None:
+    """A ``/proc/meminfo`` field ("MemTotal", "MemAvailable") in bytes; None where it is missing."""
+    for line in _read(Path("/proc/meminfo")).splitlines():
+        key, _, rest = line.partition(":")
+        if key == field:
+            kib = _int(rest.replace("kB", ""))
+            return None if kib is None else kib * 1024
+    return None
 
 
 def total_memory_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return meminfo_bytes("MemTotal")
+
+
+def available_memory_bytes() -> int | None:
+    """What can be allocated without swapping (page cache included), as doctor reports it."""
+    return meminfo_bytes("MemAvailable")
 
 
 def ort_providers() -> list[str]:
@@ -137,18 +149,26 @@ def ort_providers() -> list[str]:
         return []
 
 
-def jetson_info() -> dict[str, str] | None:
-    """Board model, L4T release and JetPack version on a Jetson; ``None`` elsewhere."""
-    model_file = Path("/proc/device-tree/model")
-    release_file = Path("/etc/nv_tegra_release")
-    if not release_file.is_file() and not (model_file.is_file() and "jetson" in _read(model_file).lower()):
+# --- reading external tools ----------------------------------------------------------------------
+# Each probe below is "run the tool (or read the file), then parse the text": the parsers take the
+# text, so tests feed them outputs recorded on real boards (a Jetson prints `[N/A]`, `Not
+# Supported` and `N/A` where a desktop GPU prints numbers). A parser returns None for what it
+# cannot find and never raises.
+
+
+def _run_tool(*args: str, timeout: float = 10) -> str | None:
+    """Standard output of a command-line tool; None when it is missing, fails or hangs."""
+    if shutil.which(args[0]) is None:
         return None
-    info = {"model": _read(model_file).strip("\x00 \n"), "l4t": _read(release_file).splitlines()[0:1]}
-    info["l4t"] = info["l4t"][0].strip("# ") if info["l4t"] else ""
-    jetpack = _dpkg_version("nvidia-jetpack")
-    if jetpack:
-        info["jetpack"] = jetpack
-    return info
+    try:
+        proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.debug("%s failed: %s", args[0], e)
+        return None
+    if proc.returncode != 0:
+        log.debug("%s exited %d: %s", args[0], proc.returncode, proc.stderr.strip()[:200])
+        return None
+    return proc.stdout
 
 
 def _read(path: Path) -> str:
@@ -158,49 +178,159 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _dpkg_version(package: str) -> str | None:
-    if not shutil.which("dpkg-query"):
+def _known(value: str | None) -> str | None:
+    """``value`` stripped, or None for a placeholder: nvidia-smi writes unknowns as `N/A`,
+    `Not Supported` or in brackets (`[N/A]`, `[Not Supported]`, `[Unknown Error]`)."""
+    value = (value or "").strip()
+    if not value or value.startswith("[") or value.lower() in ("n/a", "not supported"):
         return None
+    return value
+
+
+def _int(value: str | None) -> int | None:
+    """An integer (nvidia-smi may print `7620.0`), or None for a placeholder or anything odd."""
+    known = _known(value)
     try:
-        out = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        return None if known is None else int(float(known))
+    except ValueError:
         return None
-    return out.stdout.strip() or None
+
+
+# --- Jetson --------------------------------------------------------------------------------------
+_L4T_RELEASE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*(\d+(?:\.\d+)*)")
+_DEB_VERSION = re.compile(r"^Version:\s*(\S+)", re.MULTILINE)
+_POWER_MODE = re.compile(r"NV Power Mode(?:\[\d+\])?:\s*(\S+)")
+_JETSON_MODEL_WORDS = ("jetson", "orin", "xavier")  # a JetPack 5 Orin says "NVIDIA Orin NX Developer Kit"
+
+
+def parse_nv_tegra_release(text: str) -> str | None:
+    """The L4T version ("36.4.3") from ``/etc/nv_tegra_release``'s `# R36 (release), REVISION: 4.3`
+    line, wherever it is in ``text`` (R36 files add comment lines; vendor images add more)."""
+    m = _L4T_RELEASE.search(text)
+    return f"{m.group(1)}.{m.group(2)}" if m else None
+
+
+def parse_device_tree_model(text: str) -> str | None:
+    """The board name from ``/proc/device-tree/model`` (NUL-terminated there)."""
+    return text.strip("\x00 \t\r\n") or None
+
+
+def parse_jetpack_version(text: str) -> str | None:
+    """JetPack version ("6.2.1") from the nvidia-jetpack package version: a bare `6.2.1+b38` /
+    `5.1.2-b104` (dpkg-query -W) or a control stanza's `Version:` line (dpkg -s, apt-cache show;
+    apt-cache lists the newest first, which need not be the installed one)."""
+    m = _DEB_VERSION.search(text)
+    version = m.group(1) if m else text.strip()
+    m = re.match(r"\d+(?:\.\d+)+", version)
+    return m.group(0) if m else None
+
+
+def parse_nvpmodel(text: str) -> str | None:
+    """The power mode name ("MAXN_SUPER", "MODE_30W") from `nvpmodel -q`, `jetson_clocks --show`
+    or jetson_release (`NV Power Mode[3]: MODE_40W`)."""
+    m = _POWER_MODE.search(text)
+    return m.group(1) if m else None
+
+
+def jetson_info() -> dict[str, str | None] | None:
+    """Board model, L4T release, JetPack version and power mode on a Jetson; None elsewhere.
+
+    Each value is None where it cannot be read (no nvidia-jetpack package, nvpmodel refused)."""
+    release = _read(Path("/etc/nv_tegra_release"))
+    model = parse_device_tree_model(_read(Path("/proc/device-tree/model")))
+    if not release and not any(word in (model or "").lower() for word in _JETSON_MODEL_WORDS):
+        return None
+    jetpack = _run_tool("dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack", timeout=5)
+    power_mode = _run_tool("nvpmodel", "-q", timeout=5)
+    return {
+        "model": model,
+        "l4t": parse_nv_tegra_release(release),
+        "jetpack": parse_jetpack_version(jetpack) if jetpack else None,
+        "power_mode": parse_nvpmodel(power_mode) if power_mode else None,
+    }
+
+
+# --- NVIDIA GPUs ---------------------------------------------------------------------------------
+GPU_QUERY = ("index", "name", "memory.total", "driver_version")
+_SMI_DRIVER = re.compile(r"Driver Version:\s*(\S+)")
+_SMI_GPU_ROW = re.compile(r"^\|\s+(\d+)\s+(.+?)\s+(?:On|Off|N/A)\s+\|")  # "|   0  Orin (nvgpu)   N/A  |"
+_SMI_MEMORY = re.compile(r"(\d+)MiB\s*/\s*(\d+)MiB")
+
+
+def _gpu(index: int | None, name: str | None, memory_bytes: int | None, driver: str | None) -> dict[str, Any]:
+    """One GPU as the benchmarks record it; memory is None on a Jetson (unified with the CPU)."""
+    return {"index": index, "name": name, "memory_total_bytes": memory_bytes, "driver": driver}
+
+
+def _mib(value: str | None) -> int | None:
+    """Bytes from nvidia-smi's MiB figure; None for `[N/A]` / `Not Supported`."""
+    mib = _int(value)
+    return None if mib is None else mib << 20
+
+
+def parse_nvidia_smi_csv(text: str, fields: tuple[str, ...] = GPU_QUERY) -> list[dict[str, str | None]]:
+    """Rows of `nvidia-smi --query-gpu=<fields> --format=csv,noheader,nounits`, one dict per GPU
+    keyed by field. Placeholders (`[N/A]`, `[Not Supported]`) become None; a row with another
+    number of columns is dropped."""
+    rows = []
+    for parts in csv.reader(io.StringIO(text), skipinitialspace=True):
+        if len(parts) == len(fields):
+            rows.append({f: _known(p) for f, p in zip(fields, parts)})
+        elif parts:
+            log.debug("nvidia-smi row with %d columns, expected %d: %r", len(parts), len(fields), parts)
+    return rows
+
+
+def parse_nvidia_smi(text: str) -> list[dict[str, Any]]:
+    """GPUs from plain `nvidia-smi`'s table: index and name from each GPU's first row, total
+    memory from the next row's `used / total MiB` (Jetson: `Not Supported`, so None)."""
+    driver = _SMI_DRIVER.search(text)
+    lines = text.split("Processes:")[0].splitlines()  # process rows look like GPU rows
+    gpus = []
+    for row, below in zip(lines, lines[1:] + [""]):
+        m = _SMI_GPU_ROW.match(row)
+        if m:
+            memory = _SMI_MEMORY.search(below)
+            gpus.append(_gpu(int(m.group(1)), m.group(2), _mib(memory.group(2)) if memory else None,
+                             _known(driver.group(1)) if driver else None))
+    return gpus
+
+
+def _nvml_gpus(nvml: Any) -> list[dict[str, Any]]:
+    """GPUs from NVML. A Jetson's NVML answers NotSupported for memory: that value becomes None."""
+    def value(call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except Exception as e:  # noqa: BLE001 - NVMLError subclasses (NotSupported, Unknown...)
+            log.debug("NVML %s: %s", getattr(call, "__name__", call), e)
+            return None
+
+    driver = value(nvml.nvmlSystemGetDriverVersion)
+    gpus = []
+    for i in range(nvml.nvmlDeviceGetCount()):
+        handle = nvml.nvmlDeviceGetHandleByIndex(i)
+        name, memory = value(nvml.nvmlDeviceGetName, handle), value(nvml.nvmlDeviceGetMemoryInfo, handle)
+        gpus.append(_gpu(i, None if name is None else _decode(name),
+                         None if memory is None else int(memory.total),
+                         None if driver is None else _decode(driver)))
+    return gpus
 
 
 def gpu_info() -> list[dict[str, Any]]:
-    """Every NVIDIA GPU by name, total memory and driver (pynvml, else nvidia-smi); empty if none."""
+    """Every NVIDIA GPU by name, total memory and driver (NVML, else nvidia-smi's CSV query, else
+    its table); empty if none. Unknown values are None."""
     nvml = _nvml()
     if nvml is not None:
-        gpus = []
-        for i in range(nvml.nvmlDeviceGetCount()):
-            handle = nvml.nvmlDeviceGetHandleByIndex(i)
-            name = nvml.nvmlDeviceGetName(handle)
-            gpus.append({
-                "index": i,
-                "name": name.decode() if isinstance(name, bytes) else name,
-                "memory_total_bytes": int(nvml.nvmlDeviceGetMemoryInfo(handle).total),
-                "driver": _decode(nvml.nvmlSystemGetDriverVersion()),
-            })
-        return gpus
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    gpus = []
-    for line in out.stdout.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 4:
-            gpus.append({"index": int(parts[0]), "name": parts[1],
-                         "memory_total_bytes": int(float(parts[2])) << 20, "driver": parts[3]})
-    return gpus
+        try:
+            return _nvml_gpus(nvml)
+        except Exception as e:  # noqa: BLE001 - NVML failing to count devices: ask nvidia-smi
+            log.debug("NVML could not list GPUs: %s", e)
+    query = _run_tool("nvidia-smi", f"--query-gpu={','.join(GPU_QUERY)}", "--format=csv,noheader,nounits")
+    rows = parse_nvidia_smi_csv(query or "")
+    if rows:
+        return [_gpu(_int(r["index"]), r["name"], _mib(r["memory.total"]), r["driver_version"]) for r in rows]
+    table = _run_tool("nvidia-smi")
+    return parse_nvidia_smi(table) if table else []
 
 
 def _decode(value: Any) -> str:
@@ -222,6 +352,24 @@ def _nvml():
             log.debug("NVML unavailable: %s", e)
             _NVML_STATE["module"] = None
     return _NVML_STATE["module"]
+
+
+# --- TensorRT ------------------------------------------------------------------------------------
+TENSORRT_MIN_MAJOR = 10
+
+
+def tensorrt_supported(version: str | None) -> str | None:
+    """Why exo2ego-edge's engine builder cannot use TensorRT ``version`` (one line), or None.
+
+    The builder uses the TensorRT 10 API (explicit batch only, ``create_network(0)``); JetPack 6.0
+    and older ship TensorRT 8. A version that cannot be read gives None: the import will say more.
+    """
+    version = (version or "").strip()
+    m = re.match(r"(\d+)(?:\.|$)", version)
+    if m and int(m.group(1)) < TENSORRT_MIN_MAJOR:
+        return (f"TensorRT {version} found; exo2ego-edge's engine builder needs TensorRT "
+                f"{TENSORRT_MIN_MAJOR} (JetPack 6.1 or newer)")
+    return None
 
 
 def describe_system() -> dict[str, Any]:
@@ -314,7 +462,12 @@ class GpuMemorySampler:
 
     def __enter__(self) -> GpuMemorySampler:
         if self.available:
-            self.baseline_bytes = self.peak_bytes = self._used()
+            try:
+                self.baseline_bytes = self.peak_bytes = self._used()
+            except Exception as e:  # noqa: BLE001 - a Jetson's NVML has no memory figures (NotSupported)
+                log.debug("NVML cannot read GPU memory: %s", e)
+                self.available = False
+                return self
             self._thread = threading.Thread(target=self._run, name="gpu-memory-sampler", daemon=True)
             self._thread.start()
         return self

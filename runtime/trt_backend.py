@@ -11,7 +11,7 @@ positions copied per call into a buffer of their own (TensorRT wants tensor addr
 aligned, which an offset into one arange is not), pinned host staging for embeddings and logits,
 every copy asynchronous on one CUDA stream with one synchronise per call. Only the last
 position's logits come back to the host (engines compute no other row: see
-``export.tensorrt_build.keep_last_logits``).
+``export.onnx_graphs.keep_last_logits``, written by the exporter as ``GraphSpec.trt_file``).
 """
 
 from __future__ import annotations

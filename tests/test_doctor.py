@@ -30,4 +30,4 @@ def test_doctor_cli_json(capsys):
     except SystemExit as e:  # main() returns on success and exits non-zero on failure
         assert e.code == 0
     report = json.loads(capsys.readouterr().out)
-    assert {"python", "ort_providers", "gpus", "memory_free_bytes", "backends"} <= set(report)
+    assert {"python", "ort_providers", "gpus", "memory_free_bytes", "backends", "tensorrt_problem"} <= set(report)

@@ -27,7 +27,7 @@ from exo2ego_edge.export.clip_frames import load_clips
 from exo2ego_edge.export.parity import ParityThresholds
 from exo2ego_edge.export.pipeline import export_bundle
 from exo2ego_edge.model import load_student
-from exo2ego_edge.export.tensorrt_build import keep_last_logits
+from exo2ego_edge.export.onnx_graphs import keep_last_logits
 from exo2ego_edge.runtime import Runtime
 from exo2ego_edge.runtime.video import decode_clip
 from exo2ego_edge.data.clips import split_clip_files

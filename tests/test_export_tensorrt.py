@@ -11,7 +11,7 @@ from exo2ego_edge.cli import main
 from exo2ego_edge.config import ModelConfig
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import onnx_graphs
-from exo2ego_edge.export.tensorrt_build import axis_profiles, input_shapes, require_tensorrt
+from exo2ego_edge.runtime.engines import axis_profiles, input_shapes, require_tensorrt
 from exo2ego_edge.bundle import GraphSpec
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -134,15 +134,15 @@ class _FakeTrt:
 
 
 def _build_with(fake, tmp_path, monkeypatch, dla_core=None):
-    from exo2ego_edge.export import tensorrt_build
+    from exo2ego_edge.runtime import engines
 
-    monkeypatch.setattr(tensorrt_build, "require_tensorrt", lambda: fake)
+    monkeypatch.setattr(engines, "require_tensorrt", lambda: fake)
     cfg = ModelConfig.from_name("egosim-tiny")
     spec = GraphSpec(file="vision.onnx", precision="int8", inputs=onnx_graphs.vision_io(cfg).inputs,
                      outputs=onnx_graphs.vision_io(cfg).outputs)
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"old")
-    tensorrt_build.build_engine(tmp_path / "vision.onnx", tmp_path / "vision.engine", spec,
+    engines.build_engine(tmp_path / "vision.onnx", tmp_path / "vision.engine", spec,
                                 axis_profiles("vision", 4, 512), cache, dla_core=dla_core)
     return cache.read_bytes()
 
@@ -182,7 +182,7 @@ def test_decoder_profile_is_consistent_for_prefill_and_decode():
 
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT imports here: the refusal path cannot be exercised")
 def test_trt_refuses_in_one_line_without_tensorrt(tmp_path, capsys):
-    with pytest.raises(UserError, match="--trt needs TensorRT"):
+    with pytest.raises(UserError, match="building TensorRT engines needs TensorRT"):
         require_tensorrt()
     with pytest.raises(SystemExit) as e:
         main(["export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "b"), "--int8",

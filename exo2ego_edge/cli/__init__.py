@@ -17,7 +17,7 @@ from exo2ego_edge import __version__
 from exo2ego_edge.cli.bench import bench
 from exo2ego_edge.cli.data import data
 from exo2ego_edge.cli.demo import demo
-from exo2ego_edge.cli.device import verify
+from exo2ego_edge.cli.device import engines, verify
 from exo2ego_edge.cli.doctor import doctor
 from exo2ego_edge.cli.eval import eval_
 from exo2ego_edge.cli.export import export
@@ -44,13 +44,14 @@ def cli(verbose: int) -> None:
     \b
     On the device (no torch):
       exo2ego-edge doctor            what this machine can run
+      exo2ego-edge engines build B   TensorRT engines for this GPU, from the bundle alone
       exo2ego-edge verify BUNDLE     the parity gate, through the backend that will serve
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-for command in (data, pretrain_tower, train, export, run, bench, eval_, demo, doctor, verify):
+for command in (data, pretrain_tower, train, export, run, bench, eval_, demo, doctor, verify, engines):
     cli.add_command(command)
 
 

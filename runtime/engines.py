@@ -1,22 +1,32 @@
-"""TensorRT engines for a bundle's graphs (TensorRT 10 Python API, imported lazily).
+"""TensorRT engines for a bundle's graphs, built on the device from the bundle alone (no torch, no onnx).
 
 One engine per graph, each with one optimization profile declaring min / opt / max for every
 dynamic axis (frames for vision; sequence, past and total length for the decoder), built from the
 bundle's ONNX file with FP16, or INT8 taken from its explicit Q/DQ nodes; the decoder's engine
-from a copy of its graph with ``logits_to_keep`` fixed to 1 (see :func:`keep_last_logits`). A
+from the graph the exporter wrote with ``logits_to_keep`` fixed to 1 (``GraphSpec.trt_file``). A
 timing cache is loaded when it exists and saved after each build, so rebuilding on the same GPU is
-fast. A parse or build failure stops the export (TensorRT-LLM only logs and carries on; we don't).
+fast. A parse or build failure stops the build (TensorRT-LLM only logs and carries on; we don't).
 
-Where ``tensorrt`` does not import, ``require_tensorrt`` refuses in one line: never a fake engine.
+TensorRT 10 (JetPack 6.1 and newer) only: 8.6's network flags and int64 handling differ, and
+:func:`require_tensorrt` refuses it in one line, as it refuses a missing TensorRT: never a fake engine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
-from exo2ego_edge.bundle import BATCH, FRAMES, LOGITS_TO_KEEP, PAST, SEQ, TOTAL, EngineSpec, GraphSpec
+from exo2ego_edge.bundle import (
+    BATCH, FRAMES, PAST, SEQ, TOTAL, EngineSpec, GraphSpec, Manifest, load_manifest, sha256_file,
+    write_manifest_atomically,
+)
 from exo2ego_edge.errors import UserError
+from exo2ego_edge.runtime.sysinfo import tensorrt_supported
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +36,18 @@ WORKSPACE_BYTES = 4 << 30
 
 
 def require_tensorrt():
-    """The ``tensorrt`` module, or a one-line UserError saying why there is none."""
+    """The ``tensorrt`` module (10 or newer), or a one-line UserError saying why there is none."""
     try:
         import tensorrt as trt
     except Exception as e:  # ImportError, or a broken install failing to load libnvinfer
         raise UserError(
-            f"--trt needs TensorRT, which does not import here ({type(e).__name__}: {e}); "
-            "export without --trt, or run the export on the target GPU (JetPack ships TensorRT)"
+            f"building TensorRT engines needs TensorRT, which does not import here ({type(e).__name__}: {e}); "
+            "build them on the device (JetPack 6.1+ ships TensorRT 10; in a venv, create it with "
+            "--system-site-packages to see JetPack's bindings)"
         ) from None
+    problem = tensorrt_supported(trt.__version__)
+    if problem:
+        raise UserError(problem)
     return trt
 
 
@@ -76,54 +90,29 @@ def input_shapes(spec: GraphSpec, axes: dict[str, list[int]]) -> dict[str, tuple
     return shapes
 
 
-def keep_last_logits(src: Path, dst: Path) -> bool:
-    """Write ``src`` to ``dst`` with the ``logits_to_keep`` input replaced by the constant 1.
-
-    TensorRT would take that scalar, which sizes an output, as a shape tensor needing a profile
-    of its own, and the runtime reads only the last position's logits; as a constant it is folded
-    and the engine projects one row onto the vocabulary. External weights are referenced, not
-    copied, so ``dst`` must be in ``src``'s folder. False (nothing written) for a graph without
-    the input.
-    """
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(src), load_external_data=False)
-    inputs = [i for i in model.graph.input if i.name != LOGITS_TO_KEEP]
-    if len(inputs) == len(model.graph.input):
-        return False
-    del model.graph.input[:]
-    model.graph.input.extend(inputs)
-    model.graph.initializer.append(numpy_helper.from_array(np.array(1, dtype=np.int64), LOGITS_TO_KEEP))
-    onnx.save(model, str(dst))
-    return True
-
-
 def engine_name(graph: str, precision: str, gpu_tag: str) -> str:
     return f"{ENGINES_DIR}/{graph}.{precision}.{gpu_tag}.engine"
 
 
 # --- building (needs TensorRT and a GPU) ----------------------------------------------------------
 def gpu_identity() -> tuple[str, str]:
-    """(compute capability "8.7", GPU name) of device 0."""
+    """(compute capability "8.7", GPU name) of device 0, from pycuda, else nvidia-smi."""
     try:
-        import torch
+        import pycuda.driver as cuda
 
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return f"{major}.{minor}", torch.cuda.get_device_name(0)
-    except Exception:  # a CPU-only torch: fall back to nvidia-smi
+        cuda.init()
+        device = cuda.Device(0)
+        return "{}.{}".format(*device.compute_capability()), device.name()
+    except Exception:  # no pycuda (or no driver): nvidia-smi knows too, also on JetPack 6
         pass
-    import subprocess
-
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap,name", "--format=csv,noheader"],
                              capture_output=True, text=True, check=True, timeout=30).stdout
         cap, name = (s.strip() for s in out.splitlines()[0].split(",", 1))
+        float(cap)  # "[N/A]" on some Jetson releases: not an identity
         return cap, name
     except Exception as e:
-        raise UserError(f"--trt: cannot identify the GPU ({e})") from None
+        raise UserError(f"cannot identify the GPU to build engines for (no pycuda, nvidia-smi: {e})") from None
 
 
 def build_engine(
@@ -170,14 +159,16 @@ def build_engine(
 
 def build_bundle_engines(
     folder: Path, graphs: dict[str, GraphSpec], max_frames: int, max_seq: int,
-    dla_core: int | None = None, timing_cache: Path | None = None,
+    dla_core: int | None = None, timing_cache: Path | None = None, out: Path | None = None,
 ) -> list[EngineSpec]:
-    """Build an engine per graph into ``folder/engines``; the timing cache is kept there too
-    (and copied back to ``timing_cache`` when given, to be reused by the next export)."""
+    """Build an engine per graph of the bundle ``folder`` into ``out/engines`` (``out`` defaults to
+    ``folder``); the timing cache is kept there too (and copied back to ``timing_cache`` when
+    given, to be reused by the next build)."""
     trt = require_tensorrt()
     cap, gpu = gpu_identity()
     gpu_tag = f"sm{cap.replace('.', '')}"
-    cache = folder / ENGINES_DIR / TIMING_CACHE
+    out = out or folder
+    cache = out / ENGINES_DIR / TIMING_CACHE
     cache.parent.mkdir(parents=True, exist_ok=True)
     if timing_cache is not None and Path(timing_cache).is_file():
         cache.write_bytes(Path(timing_cache).read_bytes())
@@ -186,16 +177,55 @@ def build_bundle_engines(
         axes = axis_profiles(name, max_frames, max_seq, dla=dla_core is not None)
         rel = engine_name(name, spec.precision, gpu_tag)
         log.info("building TensorRT engine %s", rel)
-        source = folder / spec.file
-        frozen = source.with_name(f".{source.stem}.tensorrt.onnx")  # beside its external weights
-        try:
-            if name == "decoder" and keep_last_logits(source, frozen):
-                source = frozen
-            build_engine(source, folder / rel, spec, axes, cache, dla_core=dla_core if name == "vision" else None)
-        finally:
-            frozen.unlink(missing_ok=True)  # built before the checksums are taken: never in the bundle
+        build_engine(folder / (spec.trt_file or spec.file), out / rel, spec, axes, cache,
+                     dla_core=dla_core if name == "vision" else None)
         engines.append(EngineSpec(file=rel, graph=name, precision=spec.precision, tensorrt_version=trt.__version__,
                                   compute_capability=cap, gpu_name=gpu, profiles=axes))
     if timing_cache is not None:
         Path(timing_cache).write_bytes(cache.read_bytes())
     return engines
+
+
+def engine_graphs(manifest: Manifest, precision: str | None) -> dict[str, GraphSpec]:
+    """The bundle's graphs as TensorRT will build them: ``precision`` "fp16" turns float32 graphs
+    into FP16 engines, "int8" needs the bundle's Q/DQ graphs; None keeps each graph's own."""
+    if manifest.provenance.get("options", {}).get("target") == "cpu":
+        raise UserError("this bundle was exported for the CPU (ONNX Runtime's MatMulNBits and dynamic INT8, "
+                        "which TensorRT cannot parse): export it with --target tensorrt (or cuda) for engines")
+    graphs = {}
+    for name, spec in manifest.graphs.items():
+        if precision is None or precision == spec.precision:
+            graphs[name] = spec
+        elif precision == "fp16" and spec.precision == "fp32":
+            graphs[name] = dataclasses.replace(spec, precision="fp16")
+        else:
+            raise UserError(f"--{precision} cannot be built from this bundle's {spec.precision} {name} graph: "
+                            f"{'re-export with --int8 --target tensorrt' if precision == 'int8' else 'drop the flag'}")
+    return graphs
+
+
+def build_engines(bundle: str | Path, precision: str | None = None, dla_core: int | None = None,
+                  max_frames: int | None = None, max_seq: int | None = None,
+                  timing_cache: Path | None = None) -> Manifest:
+    """``exo2ego-edge engines build``: engines for this GPU from the bundle alone, written beside
+    its graphs; the old engines and the manifest are replaced only when every engine built."""
+    bundle = Path(bundle)
+    manifest = load_manifest(bundle)
+    d = manifest.decoder
+    max_frames, max_seq = max_frames or d.max_frames, max_seq or d.max_seq
+    if not (1 <= max_frames <= d.max_frames and 2 <= max_seq <= d.max_seq):
+        raise UserError(f"--max-frames / --max-seq must be within the bundle's limits 1..{d.max_frames} / "
+                        f"2..{d.max_seq} (got {max_frames}, {max_seq})")
+    graphs = engine_graphs(manifest, precision)
+    require_tensorrt()
+    with tempfile.TemporaryDirectory(dir=bundle, prefix=".engines-") as tmp:
+        engines = build_bundle_engines(bundle, graphs, max_frames, max_seq, dla_core, timing_cache, out=Path(tmp))
+        old = bundle / ENGINES_DIR
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(Path(tmp) / ENGINES_DIR, old)
+    files = {k: v for k, v in manifest.files.items() if not k.startswith(f"{ENGINES_DIR}/")}
+    files.update({p.relative_to(bundle).as_posix(): sha256_file(p) for p in sorted(old.rglob("*")) if p.is_file()})
+    manifest = dataclasses.replace(manifest, engines=engines, files=files)
+    write_manifest_atomically(bundle, manifest)
+    return manifest
