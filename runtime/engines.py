@@ -212,7 +212,8 @@ def build_engines(bundle: str | Path, precision: str | None = None, dla_core: in
     bundle = Path(bundle)
     manifest = load_manifest(bundle)
     d = manifest.decoder
-    max_frames, max_seq = max_frames or d.max_frames, max_seq or d.max_seq
+    max_frames = d.max_frames if max_frames is None else max_frames
+    max_seq = d.max_seq if max_seq is None else max_seq
     if not (1 <= max_frames <= d.max_frames and 2 <= max_seq <= d.max_seq):
         raise UserError(f"--max-frames / --max-seq must be within the bundle's limits 1..{d.max_frames} / "
                         f"2..{d.max_seq} (got {max_frames}, {max_seq})")

@@ -13,6 +13,7 @@ from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import onnx_graphs
 from exo2ego_edge.runtime.engines import axis_profiles, input_shapes, require_tensorrt
 from exo2ego_edge.bundle import GraphSpec
+from helpers.tensorrt import FakeTrt
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -44,95 +45,6 @@ def test_engine_options_tensorrt_cannot_build_are_refused(options, message):
     assert any(message in p for p in ExportOptions(target="tensorrt", **options).problems())
 
 
-class _FakeTrt:
-    """The slice of TensorRT's Python API that build_engine calls, recording what it is told."""
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level):
-            pass
-
-    MemoryPoolType = BuilderFlag = DeviceType = type("Enum", (), {"__getattr__": lambda self, n: n})()
-
-    def __init__(self, cache_matches: bool, dla_cores: int = 0):
-        self.cache_matches, self.dla_cores, self.calls = cache_matches, dla_cores, []
-        fake = self
-
-        class Cache:
-            def __init__(self, data):
-                self.data = data
-
-            def serialize(self):
-                return b"cache:" + self.data
-
-        class Config:
-            def __init__(self):
-                self.cache = None
-
-            def set_memory_pool_limit(self, pool, size):
-                fake.calls.append(("pool", pool, size))
-
-            def set_flag(self, flag):
-                fake.calls.append(("flag", flag))
-
-            def create_timing_cache(self, data):
-                return Cache(data)
-
-            def set_timing_cache(self, cache, ignore_mismatch):
-                ok = fake.cache_matches or cache.data == b""
-                self.cache = cache if ok else None
-                return ok
-
-            def get_timing_cache(self):
-                return self.cache
-
-            def add_optimization_profile(self, profile):
-                fake.calls.append(("profile", profile.shapes))
-
-        class Profile:
-            def __init__(self):
-                self.shapes = {}
-
-            def set_shape(self, name, lo, opt, hi):
-                self.shapes[name] = (lo, opt, hi)
-
-        class Network:
-            num_inputs = 1
-
-            def get_input(self, i):
-                return type("Input", (), {"name": "frames"})()
-
-        class Builder:
-            num_DLA_cores = dla_cores
-
-            def __init__(self, logger):
-                pass
-
-            def create_network(self, flags):
-                return Network()
-
-            def create_builder_config(self):
-                return Config()
-
-            def create_optimization_profile(self):
-                return Profile()
-
-            def build_serialized_network(self, network, config):
-                return b"engine"
-
-        class OnnxParser:
-            num_errors = 0
-
-            def __init__(self, network, logger):
-                pass
-
-            def parse_from_file(self, path):
-                return True
-
-        self.Builder, self.OnnxParser = Builder, OnnxParser
-
-
 def _build_with(fake, tmp_path, monkeypatch, dla_core=None):
     from exo2ego_edge.runtime import engines
 
@@ -148,7 +60,7 @@ def _build_with(fake, tmp_path, monkeypatch, dla_core=None):
 
 
 def test_engine_build_flags_profile_and_timing_cache_against_a_recording_tensorrt(tmp_path, monkeypatch):
-    fake = _FakeTrt(cache_matches=True)
+    fake = FakeTrt(cache_matches=True)
     assert _build_with(fake, tmp_path, monkeypatch) == b"cache:old"  # the cache is reused and saved
     assert ("flag", "FP16") in fake.calls and ("flag", "INT8") in fake.calls  # Q/DQ needs INT8 in TRT 10
     (profile,) = [c[1] for c in fake.calls if c[0] == "profile"]
@@ -157,12 +69,12 @@ def test_engine_build_flags_profile_and_timing_cache_against_a_recording_tensorr
 
 
 def test_a_foreign_timing_cache_is_replaced_not_fatal(tmp_path, monkeypatch):
-    assert _build_with(_FakeTrt(cache_matches=False), tmp_path, monkeypatch) == b"cache:"
+    assert _build_with(FakeTrt(cache_matches=False), tmp_path, monkeypatch) == b"cache:"
 
 
 def test_a_dla_core_the_gpu_lacks_is_refused(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="--dla-core 1: this GPU has 1 DLA core"):
-        _build_with(_FakeTrt(cache_matches=True, dla_cores=1), tmp_path, monkeypatch, dla_core=1)
+        _build_with(FakeTrt(cache_matches=True, dla_cores=1), tmp_path, monkeypatch, dla_core=1)
 
 
 def test_decoder_profile_is_consistent_for_prefill_and_decode():
