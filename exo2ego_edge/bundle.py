@@ -40,7 +40,7 @@ from exo2ego_edge.errors import UserError
 
 FORMAT = "exo2ego-edge-bundle"
 # 1: first format. 2: adds the optional `embedding_scales` (an int8 token-embedding table).
-# 3: adds `requires` (the ONNX Runtime the graphs load on) and the optional `golden` inputs.
+# 3: adds `requires` (the ONNX Runtime the graphs load on), the optional `golden` inputs, `costs`.
 FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 LOGITS_TO_KEEP = "logits_to_keep"  # the decoder input choosing how many positions get logits
@@ -148,6 +148,9 @@ class Manifest:
     # (graphs saved as that exact ONNX Runtime optimized them, `export --ort-optimize`).
     requires: dict[str, str] = field(default_factory=dict)
     golden: str | None = None  # the file of golden inputs and PyTorch outputs for `verify`
+    # Graph costs for the roofline, measured at export so a device needs no onnx package:
+    # {"decoder": ..., "vision_per_frame": ...} as perf.roofline.GraphCost fields.
+    costs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):

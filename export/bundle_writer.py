@@ -138,6 +138,7 @@ def make_manifest(
     embedding_scales: TensorSpec | None = None,
     requires: dict[str, str] | None = None,
     golden: str | None = None,
+    costs: dict[str, Any] | None = None,
 ) -> Manifest:
     """The manifest of the files now in ``folder`` (checksums taken here)."""
     return Manifest(
@@ -160,4 +161,5 @@ def make_manifest(
         embedding_scales=embedding_scales,
         requires=requires or {},
         golden=golden,
+        costs=costs or {},
     )

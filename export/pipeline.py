@@ -38,6 +38,7 @@ from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
 from exo2ego_edge.export.bundle_writer import make_manifest, ort_requirement, provenance
 from exo2ego_edge.export.clip_frames import load_clips, random_clips
 from exo2ego_edge.export.onnx_graphs import GraphIO
+from exo2ego_edge.perf.roofline import bundle_costs
 from exo2ego_edge.export.parity import DEFAULT_THRESHOLDS, ParityThresholds, make_goldens, measure_parity
 from exo2ego_edge.runtime.verify import save_golden
 
@@ -399,7 +400,8 @@ def export_bundle(
             provenance(checkpoint, opts.opset, opts.exporter, option_record,
                        ort_offline.LEVEL if cpu_optimized(opts) else None), engines,
             embedding_scales=embedding_scales, requires=ort_requirement(tmp, graphs, cpu_optimized(opts)),
-            golden=golden_file,
+            golden=golden_file, costs=bundle_costs(tmp, graphs["vision"].file, graphs["decoder"].file,
+                                                   graphs["vision"].inputs[0].name, cfg.vision.image_size),
         )
         write_manifest(tmp, manifest)
         t = done("manifest", t)

@@ -333,24 +333,19 @@ def _bundle_info(bundle: Path, manifest: Manifest) -> dict[str, Any]:
 # --- roofline ------------------------------------------------------------------------------------
 def _add_roofline(report: dict[str, Any], bundle: Path, manifest: Manifest, config: BenchConfig) -> None:
     """Machine ceilings, graph costs, achieved fractions per setting, and the Jetson projection."""
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        report["roofline"] = {"available": False, "reason": "the onnx package is not installed (pip install onnx)"}
+    costs = _graph_costs(bundle, manifest)
+    if isinstance(costs, str):
+        report["roofline"] = {"available": False, "reason": costs}
         report["jetson_projection"] = None
         return
-    vision_path = bundle / manifest.graphs["vision"].file
-    decoder_path = bundle / manifest.graphs["decoder"].file
-    decoder_cost = roofline.analyze_graph(decoder_path, count_flops=False)
-    size = manifest.preprocessing.image_size
-    frame_input = manifest.graphs["vision"].inputs[0].name
+    decoder_cost, vision_per_frame = costs
     threads = config.threads
     bandwidth = roofline.measure_memory_bandwidth(threads=threads, array_bytes=config.stream_bytes)
     gemms: dict[str, roofline.GemmResult] = {}
 
-    def gemm_for(path: Path, cost: roofline.GraphCost) -> roofline.GemmResult:
+    def gemm_for(cost: roofline.GraphCost) -> roofline.GemmResult:
         op, _ = roofline.dominant_matmul_op(cost)
-        attrs = roofline.matmul_nbits_attrs(path) if op == "MatMulNBits" else {}
+        attrs = cost.nbits if op == "MatMulNBits" else {}
         key = f"{op}-{attrs.get('bits', '')}-{attrs.get('accuracy_level', '')}"
         if key not in gemms:
             gemms[key] = roofline.measure_gemm(op, size=config.gemm_size, threads=threads, **attrs)
@@ -359,16 +354,16 @@ def _add_roofline(report: dict[str, Any], bundle: Path, manifest: Manifest, conf
     kv = manifest.decoder
     kv_item = np.dtype(next(t.dtype for t in manifest.graphs["decoder"].inputs if t.name.startswith("past_key_values"))).itemsize
     kv_per_pos = roofline.kv_cache_bytes(kv.num_layers, kv.num_kv_heads, kv.head_dim, 1, kv_item)
-    decoder_gemm = gemm_for(decoder_path, decoder_cost)
+    decoder_gemm = gemm_for(decoder_cost)
     per_frames: list[dict[str, Any]] = []
     vision_costs: dict[int, dict[str, Any]] = {}
     for res in report["results"]:
         if "skipped" in res:
             continue
         n = res["frames"]
-        vcost = roofline.analyze_graph(vision_path, {frame_input: [n, size, size, 3]})
+        vcost = vision_per_frame.times(n)
         vision_costs[n] = vcost.to_dict()
-        vgemm = gemm_for(vision_path, vcost)
+        vgemm = gemm_for(vcost)
         vision_bound_ms = vcost.flops / (vgemm.gflops * 1e9) * 1e3
         # Decode context grows by one per token: the mean step sees the prefill plus half the answer.
         mean_ctx = res["prefill_tokens"] + (report["config"]["new_tokens"] - 1) / 2
@@ -398,6 +393,21 @@ def _add_roofline(report: dict[str, Any], bundle: Path, manifest: Manifest, conf
         "kv_bytes_per_position": kv_per_pos,
     }
     report["jetson_projection"] = _jetson(report, manifest, bundle, decoder_cost, vision_costs, kv_per_pos, config) if per_frames else None
+
+
+def _graph_costs(bundle: Path, manifest: Manifest) -> tuple[roofline.GraphCost, roofline.GraphCost] | str:
+    """(decoder, vision at one frame): recorded in the manifest at export (a device needs no onnx),
+    else read from the graphs with onnx; else the reason there are none."""
+    costs = manifest.costs
+    if not costs:
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            return "the bundle records no graph costs (exported before format 3) and onnx is not installed"
+        g = manifest.graphs
+        costs = roofline.bundle_costs(bundle, g["vision"].file, g["decoder"].file, g["vision"].inputs[0].name,
+                                      manifest.preprocessing.image_size)
+    return roofline.GraphCost(**costs["decoder"]), roofline.GraphCost(**costs["vision_per_frame"])
 
 
 def _jetson(report: dict[str, Any], manifest: Manifest, bundle: Path, decoder_cost: roofline.GraphCost,

@@ -25,6 +25,7 @@ import os
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,9 +202,16 @@ class GraphCost:
     op_counts: dict[str, int]
     matmul_weight_elements: int  # weights that feed a MatMul-like op: ~FLOPs/2 per decoded token
     unresolved_nodes: list[str] = field(default_factory=list)  # matmul-like nodes shape inference missed
+    nbits: dict[str, int] = field(default_factory=dict)  # the first MatMulNBits' bits / block_size / accuracy_level
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def times(self, frames: int) -> GraphCost:
+        """The cost at ``frames`` frames of a per-frame graph measured at one frame (the vision
+        graph: every op is per frame, so its FLOPs grow linearly; its weights do not)."""
+        return dataclasses.replace(self, flops=self.flops * frames,
+                                   flops_by_op={k: v * frames for k, v in self.flops_by_op.items()})
 
 
 def analyze_graph(path: str | Path, input_shapes: dict[str, list[int]] | None = None,
@@ -264,7 +272,17 @@ def analyze_graph(path: str | Path, input_shapes: dict[str, list[int]] | None = 
         op_counts=dict(op_counts),
         matmul_weight_elements=int(mm_weights),
         unresolved_nodes=unresolved,
+        nbits=_nbits_attrs(graph),
     )
+
+
+def bundle_costs(folder: Path, vision_file: str, decoder_file: str, frame_input: str, image_size: int) -> dict[str, Any]:
+    """The graph costs a bundle's manifest records at export, so that the roofline and the Jetson
+    projection run on a device without the onnx package: the decoder's weights, the vision
+    graph's weights and FLOPs at one frame."""
+    vision = analyze_graph(folder / vision_file, {frame_input: [1, image_size, image_size, 3]})
+    return {"vision_per_frame": vision.to_dict(),
+            "decoder": analyze_graph(folder / decoder_file, count_flops=False).to_dict()}
 
 
 def _tensor_bytes(dims, data_type: int) -> int:
@@ -406,12 +424,9 @@ def dominant_matmul_op(cost: GraphCost) -> tuple[str, str]:
     return "MatMul", "fp32"
 
 
-def matmul_nbits_attrs(path: str | Path) -> dict[str, int]:
+def _nbits_attrs(graph) -> dict[str, int]:
     """bits / block_size / accuracy_level of the first MatMulNBits node (for a matching GEMM)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    for node in model.graph.node:
+    for node in graph.node:
         if node.op_type == "MatMulNBits":
             return {"bits": int(_attr(node, "bits", 4)), "block_size": int(_attr(node, "block_size", 32)),
                     "accuracy_level": int(_attr(node, "accuracy_level", 0))}

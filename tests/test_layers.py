@@ -28,7 +28,7 @@ RULES = {
               (f"{PKG}.data",)),
     "eval": (ROOT / "eval", ("numpy", "av", "onnxruntime", "tokenizers"), (f"{PKG}.data", f"{PKG}.runtime")),
     "export": (ROOT / "export", ("torch", "transformers", "optimum", "onnx", "onnxscript", "onnxruntime", "tqdm",
-                                 "tokenizers", "av", "safetensors"), (f"{PKG}.runtime",)),
+                                 "tokenizers", "av", "safetensors"), (f"{PKG}.runtime", f"{PKG}.perf")),
     "runtime": (ROOT / "runtime", ("numpy", "onnxruntime", "tokenizers", "av"), ()),
     "perf": (ROOT / "perf", ("numpy", "onnxruntime", "tokenizers", "av"), (f"{PKG}.runtime",)),
 }  # fmt: skip

@@ -91,7 +91,7 @@ def test_matmul_nbits_counts_its_attributes_and_packed_bytes(tmp_path):
         pytest.skip("symbolic shape inference unavailable (sympy missing)")
     assert cost.flops == 2 * 3 * k * n
     assert roofline.dominant_matmul_op(cost) == ("MatMulNBits", "nbits")
-    assert roofline.matmul_nbits_attrs(path) == {"bits": 4, "block_size": block, "accuracy_level": 0}
+    assert roofline.analyze_graph(path).nbits == {"bits": 4, "block_size": block, "accuracy_level": 0}
 
 
 def test_decode_bytes_and_kv_cache_arithmetic():
@@ -155,3 +155,16 @@ def test_tegrastats_line_parsing():
     t = jetson.Tegrastats()
     t.samples = [s, jetson.TegrastatsSample(2.0, 3000.0, None, None)]
     assert t.mean_power_w([(0.5, 1.5)]) == pytest.approx(5.127)
+
+
+def test_vision_cost_at_one_frame_scales_to_any_frame_count():
+    """The manifest records the vision graph's cost at one frame; the bench scales it (no onnx on a device)."""
+    from exo2ego_edge.assets import SHIPPED_BUNDLE
+    from exo2ego_edge.bundle import load_manifest
+
+    m = load_manifest(SHIPPED_BUNDLE)
+    path, s = SHIPPED_BUNDLE / m.graphs["vision"].file, m.preprocessing.image_size
+    one = roofline.analyze_graph(path, {"frames": [1, s, s, 3]})
+    three = roofline.analyze_graph(path, {"frames": [3, s, s, 3]})
+    assert one.flops > 0 and one.times(3).flops == three.flops and one.times(3).weight_bytes == three.weight_bytes
+    assert m.costs["vision_per_frame"]["flops"] == one.flops  # what the exporter recorded
