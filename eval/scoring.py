@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -351,8 +352,11 @@ class SuiteResult:
 
 def score_task(scorer: Scorer, task: str, questions: list[Question], category: str | None = None,
                normalize: str = "mean", frames: FrameCache | None = None, progress: bool = False) -> TaskResult:
-    """Score one task's questions; clips shared by several questions are encoded once."""
-    from tqdm import tqdm
+    """Score one task's questions; clips shared by several questions are encoded once.
+
+    ``progress``: a bar on stderr when it is a terminal (click's: a device install has no tqdm).
+    """
+    import click
 
     if normalize not in NORMALIZATIONS:
         raise UserError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
@@ -367,23 +371,30 @@ def score_task(scorer: Scorer, task: str, questions: list[Question], category: s
     for i, q in enumerate(questions):
         by_clip[q.clip_key].append(i)
     results: list[Any] = [None] * len(questions)
-    for indices in tqdm(by_clip.values(), desc=task, unit="clip", disable=not progress, leave=False):
-        first = questions[indices[0]]
-        clip = scorer.encode(clip_frames(first, scorer.num_frames, scorer.image_size, frames))
-        for i in indices:
-            q = questions[i]
-            if kind == "clip_choice":
-                results[i] = _clip_choice(scorer, q, clip, normalize, frames)
-            elif kind == "open":
-                results[i] = scorer.answer(clip, _asked(scorer, q))
-            else:
-                opts = scorer.option_scores(clip, _asked(scorer, q), q.options, q.prefix_options)
-                results[i] = np.array([o.value(normalize) for o in opts])
+    shown = progress and sys.stderr.isatty()
+    with click.progressbar(list(by_clip.values()), label=task, file=sys.stderr, hidden=not shown) as clips:
+        for indices in clips:
+            _score_clip(scorer, questions, indices, kind, normalize, frames, results)
     metrics, headline = _metrics(kind, questions, results)
     return TaskResult(task=task, category=category or task, kind=kind, n=len(questions), metric=headline,
                       score=metrics[headline], chance=metrics[f"chance_{headline}"],
                       metrics={k: v for k, v in metrics.items() if not k.startswith("chance_")},
                       seconds=time.perf_counter() - began)
+
+
+def _score_clip(scorer: Scorer, questions: list[Question], indices: list[int], kind: str, normalize: str,
+                frames: FrameCache | None, results: list[Any]) -> None:
+    """Encode the clip the questions at ``indices`` share once, and fill in their results."""
+    clip = scorer.encode(clip_frames(questions[indices[0]], scorer.num_frames, scorer.image_size, frames))
+    for i in indices:
+        q = questions[i]
+        if kind == "clip_choice":
+            results[i] = _clip_choice(scorer, q, clip, normalize, frames)
+        elif kind == "open":
+            results[i] = scorer.answer(clip, _asked(scorer, q))
+        else:
+            opts = scorer.option_scores(clip, _asked(scorer, q), q.options, q.prefix_options)
+            results[i] = np.array([o.value(normalize) for o in opts])
 
 
 def _asked(scorer: Scorer, q: Question) -> str:

@@ -28,9 +28,7 @@ from exo2ego_edge.runtime.kv_cache import KVPrefix, PingPongDecoder
 
 log = logging.getLogger(__name__)
 
-REBUILD_HINT = ("rebuild the engines on this machine: exo2ego-edge export --checkpoint CHECKPOINT --out BUNDLE "
-                "--target tensorrt --trt, with the bundle's precision flag (INT8 also --calib-data CLIPS.jsonl), "
-                "or use --backend ort")
+REBUILD_HINT = "rebuild the engines on this machine: exo2ego-edge engines build BUNDLE, or use --backend ort"
 
 
 @dataclass(frozen=True)
