@@ -148,18 +148,17 @@ class BundleClip:
 
 
 class BundleScorer:
-    """Option log-likelihoods from a bundle through the runtime's ONNX Runtime backend.
+    """Option log-likelihoods from a bundle through the runtime (ONNX Runtime or TensorRT engines).
 
     Built on the runtime's public pieces, so every cache is the runtime's own:
     ``Runtime.text_prefix()`` (prompt prefix KV, once per bundle), ``decoder.extend`` for the clip
-    (visual tokens, once per clip) and for the question (once per clip and question), then
-    ``decoder.logits(question_prefix, option_embeds, 0)`` per option: a teacher-forced pass over
-    the option on top of the cached question prefix that leaves every cache untouched.
+    (visual tokens, once per clip) and for the question (once per clip and question), then a
+    teacher-forced pass over each option on top of the cached question prefix that leaves every
+    cache untouched: ``decoder.logits(question_prefix, option_embeds, 0)`` where the backend has
+    it (ONNX Runtime), else one decode step per token (TensorRT engines keep the last row only).
     """
 
     def __init__(self, runtime, name: str = "bundle"):
-        if not hasattr(runtime.decoder, "logits"):
-            raise UserError("bundle scoring needs a backend with teacher-forced logits (--backend ort)")
         self.rt, self.name = runtime, name
         self.dec = runtime.decoder
         self.num_frames, self.image_size = runtime.num_frames, runtime.image_size
@@ -168,10 +167,11 @@ class BundleScorer:
         self.precision = runtime.manifest.graphs["decoder"].precision
 
     @classmethod
-    def from_bundle(cls, bundle: str | Path, device: str = "cpu", threads: int | None = None) -> BundleScorer:
+    def from_bundle(cls, bundle: str | Path, device: str = "cpu", threads: int | None = None,
+                    backend: str = "ort") -> BundleScorer:
         from exo2ego_edge.runtime import Runtime
 
-        rt = Runtime.load(bundle, backend="ort", device=device, threads=threads)
+        rt = Runtime.load(bundle, backend=backend, device=device, threads=threads)
         return cls(rt, name=f"bundle:{bundle}")
 
     def encode(self, frames: np.ndarray) -> BundleClip:
@@ -194,10 +194,17 @@ class BundleScorer:
         for ids in _option_ids(self.rt.prompt.encode, options, self.stop_id, prefix_options):
             score = float(first[ids[0]])
             if len(ids) > 1:  # an option's last token is predicted, never fed
-                logp = _log_softmax(self.dec.logits(qprefix, self.rt.prompt.embed(ids[:-1]), 0).astype(np.float32))
+                logp = _log_softmax(self._forced_logits(qprefix, ids[:-1]).astype(np.float32))
                 score += float(logp[np.arange(len(ids) - 1), ids[1:]].sum())
             out.append(OptionScore(score, len(ids)))
         return out
+
+    def _forced_logits(self, qprefix, fed: list[int]) -> np.ndarray:
+        """(len(fed), V) logits after each fed token, on top of the question prefix."""
+        if hasattr(self.dec, "logits"):
+            return self.dec.logits(qprefix, self.rt.prompt.embed(fed), 0)
+        state = self.dec.start(qprefix)
+        return np.stack([self.dec.step(state, self.rt.prompt.embed([t])).copy() for t in fed])  # copy: reused row
 
     def answer(self, clip: BundleClip, question: str, max_new_tokens: int = 24) -> str:
         from exo2ego_edge.runtime import Session
@@ -211,7 +218,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def make_scorer(checkpoint: str | Path | None = None, bundle: str | Path | None = None,
-                device: str = "cpu", threads: int | None = None) -> Scorer:
+                device: str = "cpu", threads: int | None = None, backend: str = "ort") -> Scorer:
     if (checkpoint is None) == (bundle is None):
         raise UserError("give exactly one of --checkpoint and --bundle")
     if checkpoint is not None:
@@ -222,7 +229,7 @@ def make_scorer(checkpoint: str | Path | None = None, bundle: str | Path | None 
         if threads:
             torch.set_num_threads(threads)  # on shared cores 1 thread beat 2 by ~10x here (thrashing)
         return TorchScorer.from_checkpoint(checkpoint, device=device)
-    return BundleScorer.from_bundle(bundle, device=device, threads=threads)
+    return BundleScorer.from_bundle(bundle, device=device, threads=threads, backend=backend)
 
 
 # --- frames -------------------------------------------------------------------------------------

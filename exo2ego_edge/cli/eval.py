@@ -17,7 +17,9 @@ from exo2ego_edge.errors import UserError
 
 @click.command(name="eval")
 @click.option("--checkpoint", type=click.Path(path_type=Path, file_okay=False), help="Student (or stage) checkpoint folder: scored with PyTorch.")
-@click.option("--bundle", type=click.Path(path_type=Path, file_okay=False), help="Bundle folder: scored through the runtime (ONNX Runtime).")
+@click.option("--bundle", type=click.Path(path_type=Path, file_okay=False), help="Bundle folder: scored through the runtime.")
+@click.option("--backend", type=click.Choice(["ort", "tensorrt"]), default="ort", show_default=True,
+              help="With --bundle: ONNX Runtime, or the TensorRT engines `engines build` made (the ones that ship).")
 @click.option("--suite", type=click.Choice(["egosim", "egobench"]), required=True, help="Which benchmark.")
 @click.option("--data", type=click.Path(path_type=Path, exists=True), required=True,
               help="egosim: a simulated world (questions made from its val takes) or a suite folder of "
@@ -31,7 +33,7 @@ from exo2ego_edge.errors import UserError
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads (torch for --checkpoint, ONNX Runtime for --bundle).")
-def eval_(checkpoint: Path | None, bundle: Path | None, suite: str, data: Path, tasks: str | None,
+def eval_(checkpoint: Path | None, bundle: Path | None, backend: str, suite: str, data: Path, tasks: str | None,
           json_out: Path | None, normalize: str, seed: int, device: str, threads: int | None) -> None:
     """Score a checkpoint (--checkpoint) or a bundle (--bundle) on EgoSim-Bench or EgoBench.
 
@@ -50,7 +52,7 @@ def eval_(checkpoint: Path | None, bundle: Path | None, suite: str, data: Path, 
 
     if json_out is not None:
         check_writable(json_out, f"--json {json_out}")  # before minutes of scoring
-    scorer = make_scorer(checkpoint, bundle, device=device, threads=threads)  # fail fast on a bad model path
+    scorer = make_scorer(checkpoint, bundle, device=device, threads=threads, backend=backend)  # fail fast
     wanted = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     if suite == "egosim":
         questions, category = _egosim(data, wanted, seed)
