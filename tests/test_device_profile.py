@@ -124,6 +124,30 @@ def test_eval_scores_a_bundle_on_an_egosim_suite(device):
     assert "action_recognition" in out
 
 
+@pytest.fixture(scope="module")
+def fresh(device) -> dict:
+    """A tiny student and real clips, for bundles exported here (on the workstation stack)."""
+    from helpers.students import make_tiny_student
+    from helpers.videos import write_test_mp4
+
+    video = write_test_mp4(device["work"] / "ego.mp4", frames=30, size=(64, 48))
+    clips = device["work"] / "clips.jsonl"
+    clips.write_text("".join(json.dumps({"ego_video": str(video), "start": 0.2 * i, "end": 0.2 * i + 1.0}) + "\n"
+                             for i in range(4)))
+    return {"student": make_tiny_student(device["work"] / "student"), "clips": clips, "video": video}
+
+
+@pytest.mark.parametrize("precision, target", [("int8", "cpu"), ("int4", "cpu"), ("int8", "tensorrt"), ("fp16", "cuda")])
+def test_a_fresh_export_of_every_target_runs_on_the_device(device, fresh, tmp_path, precision, target):
+    from exo2ego_edge.export.pipeline import export_bundle
+
+    bundle = export_bundle(fresh["student"], tmp_path / "b", precision, target, calib_data=fresh["clips"],
+                           calib_samples=3, eval_data=fresh["clips"], parity_samples=2).out
+    assert _run(device, "run", "--bundle", str(bundle), "--video", str(fresh["video"]),
+                "--question", "What is the camera wearer doing?").stdout.strip()
+    assert "parity PASSED" in _run(device, "verify", str(bundle)).stdout
+
+
 def test_engines_build_is_refused_in_one_line_without_tensorrt(device, tmp_path):
     from exo2ego_edge.export.pipeline import export_bundle
     from helpers.students import make_tiny_student
@@ -148,6 +172,11 @@ def test_doctor_reads_recorded_jetson_outputs_without_raising(device, tmp_path):
     assert report["gpus"] and report["gpus"][0]["memory_total_bytes"] is None, report["gpus"]
     assert "Orin" in report["gpus"][0]["name"]
     _run(device, "doctor", env=env)
+
+
+def test_the_demo_says_in_one_line_that_it_needs_the_workstation_stack(device):
+    err = _run(device, "demo", "--quick", "--out", "demo", expect=2).stderr.strip()
+    assert "device install" in err and "exo2ego-edge[train,export]" in err and "\n" not in err
 
 
 def test_a_bundle_needing_a_newer_onnxruntime_is_refused_there(device, tmp_path):

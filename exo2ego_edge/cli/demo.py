@@ -7,6 +7,7 @@ Each step is a call into the same library function the step's own command uses.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import time
@@ -159,6 +160,14 @@ def _bench(p: DemoPaths) -> str:
     return str(p.report)
 
 
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"),
               show_default=True, help="Where every step writes its output (replaced if it exists).")
@@ -176,6 +185,11 @@ def demo(out: Path, quick: bool, takes: int | None, config: str, questions: int,
     """
     from exo2ego_edge.errors import UserError
 
+    missing = [m for m in ("torch", "onnx") if not _importable(m)]
+    if missing:
+        raise UserError(f"the demo trains, evaluates and exports, which needs {' and '.join(missing)}: this is a "
+                        "device install; install exo2ego-edge[train,export], or here run a bundle: "
+                        "exo2ego-edge run --video exo2ego_edge/assets/sample_ego.mp4 --question 'What am I doing?'")
     if quick and not (SHIPPED_STUDENT / "config.json").is_file():
         raise UserError(f"no shipped student at {SHIPPED_STUDENT}; run the demo without --quick")
     p = DemoPaths(out)
