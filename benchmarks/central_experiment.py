@@ -73,7 +73,7 @@ def model_overrides(image_size: int, vision_tower: str | None = None) -> list[st
 
 def check_tower_size(tower: str, image_size: int) -> None:
     """The tower's own architecture replaces MODEL's vision: its input size must be --image-size."""
-    from exo2ego_edge.train.stages import load_config
+    from exo2ego_edge.train.run_config import load_config
 
     folder = load_config("egosim-tiny", [f"weights.vision_tower={tower}"]).weights.folder("vision_tower")
     size = json.loads((folder / "config.json").read_text())["image_size"]

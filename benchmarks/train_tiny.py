@@ -52,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    from exo2ego_edge.train.stages import load_config
+    from exo2ego_edge.train.run_config import load_config
     from exo2ego_edge.train.trainer import run_training
 
     clips = args.clips or prepare(args.work, args.takes, args.size, args.seed)

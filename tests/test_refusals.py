@@ -9,7 +9,7 @@ from exo2ego_edge.assets import SHIPPED_STUDENT
 from exo2ego_edge.bundle import BundleError, read_manifest
 from exo2ego_edge.cli import cli
 from exo2ego_edge.errors import UserError
-from exo2ego_edge.train.stages import load_config
+from exo2ego_edge.train.run_config import load_config
 from exo2ego_edge.train.trainer import run_training
 from helpers.datasets import make_dataset, quick_overrides
 

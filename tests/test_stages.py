@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from exo2ego_edge.model import Exo2Ego
+from exo2ego_edge.errors import UserError
 from exo2ego_edge.prompt import get_template, train_bpe
 from exo2ego_edge.train.caption_tags import token_idf
 from exo2ego_edge.train.data import Collator, Example, FrameStore
-from exo2ego_edge.train.stages import (
-    ENCODERS, GROUPS, SPECS, add_lora, apply_trainable, group_of, load_config, merge_lora,
-)
+from exo2ego_edge.train.lora import add_lora, merge_lora
+from exo2ego_edge.train.run_config import load_config
+from exo2ego_edge.train.stages import ENCODERS, GROUPS, SPECS, apply_trainable, group_of
 from exo2ego_edge.train.trainer import StageLoss
 
 TEXTS = ["The camera wearer picks up the red cup.", "I am pushing the blue bowl.", "What am I doing?"]
@@ -196,7 +197,35 @@ def test_balance_views_repeats_the_scarcer_view_to_the_larger_count():
 def test_overrides_read_exponent_floats_and_refuse_words():
     # YAML 1.1 reads 5e-4 (no dot) as a string: a float key still takes it as a number
     assert load_config("egosim-tiny-quick", ["stage3.lr=5e-4"]).stage3.lr == 5e-4
-    from exo2ego_edge.errors import UserError
-
     with pytest.raises(UserError, match="stage3.lr"):
         load_config("egosim-tiny-quick", ["stage3.lr=fast"])
+
+
+def test_the_demo_config_is_the_full_schedule_with_fewer_steps():
+    """egosim-tiny-demo.yaml names egosim-tiny as its base and gives only what differs."""
+    full, demo = load_config("egosim-tiny").to_dict(), load_config("egosim-tiny-demo").to_dict()
+    differs = {(section, key) for section, values in full.items() if isinstance(values, dict)
+               for key, value in values.items() if demo[section][key] != value}
+    assert differs == {("run", "output_dir"), ("run", "checkpoint_every"), ("init", "steps"), ("stage1", "steps"),
+                       ("stage2", "steps"), ("stage3", "steps")}
+    assert demo["stage3"]["lr"] == full["stage3"]["lr"] and demo["model"] == full["model"]
+
+
+def test_a_config_whose_base_comes_back_to_itself_is_one_line(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b\n")
+    (tmp_path / "b.yaml").write_text("base: a\nrun: {seed: 1}\n")
+    with pytest.raises(UserError, match="'base' comes back to itself"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_each_stage_weighs_its_losses_with_its_own_config_fields():
+    cfg = load_config("egosim-tiny-quick", ["stage2.kl_weight=0.25", "init.tag_weight=0"])
+    assert SPECS["stage2"].loss_weights(cfg.stage2) == {"vtg": 1.0, "kl": 0.25, "cycle": 1.0}
+    assert SPECS["init"].loss_weights(cfg.init) == {"vtg": 1.0, "tags": 0.0}
+    assert SPECS["stage3"].loss_weights(cfg.stage3) == {"vtg": 1.0}
+    for spec in SPECS.values():  # every field a rule or a weight names exists in the stage's section
+        section = cfg.stage(spec.name)
+        rule = spec.data
+        named = [f for _, f in rule.clip_text] + [rule.pairs, rule.instructions, rule.instructions_switch, rule.balance]
+        named += [f for _, f in spec.weights]
+        assert all(hasattr(section, f) for f in named if f), spec.name

@@ -15,7 +15,7 @@ from exo2ego_edge.cli import main
 from exo2ego_edge.config import PRESETS
 from exo2ego_edge.model import Exo2Ego, build_vision_tower
 from exo2ego_edge.data import simulator as sim
-from exo2ego_edge.train.stages import load_config
+from exo2ego_edge.train.run_config import load_config
 from exo2ego_edge.train.tower_pretrain import (
     COLOUR_CLASSES, KIND_CLASSES, PATCH_HEAD, PatchClassifier, TowerPretrainConfig, patch_accuracy, patch_targets,
     pretrain_tower, render_takes,

@@ -45,7 +45,7 @@ def test_simulated_world_to_student(tmp_path):
     model, tok = student.model, student.tokenizer
     import numpy as np
     frames_file = next((tmp_path / "clips" / "frame_cache").glob("val.instructions-*.ego.*.npy"))
-    from exo2ego_edge.train.stages import load_config
+    from exo2ego_edge.train.run_config import load_config
 
     pool = load_config("egosim-tiny-quick").data.frame_pool  # candidates per frame; the middle one is served
     cached = np.load(frames_file)[:2]

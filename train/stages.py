@@ -1,4 +1,4 @@
-"""The training run's config (YAML + ``key=value`` overrides) and the four stage specs.
+"""The four stages: what each trains, which loss terms it adds up, which rows it reads.
 
 A stage is fully described by three things, which is all the one trainer needs to know:
 
@@ -23,265 +23,17 @@ preset: held-out verb accuracy 58% -> 16% right after migration, and stage 2 end
 from __future__ import annotations
 
 import dataclasses
-import typing
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-from exo2ego_edge.data.egoexo4d import TEXT_SIDES
 from exo2ego_edge.errors import UserError
+from exo2ego_edge.train.run_config import STAGE_ORDER, TrainConfig
 
-STAGE_ORDER = ("init", "stage1", "stage2", "stage3")
 _STAGE_ALIASES = {"init": "init", "0": "init", "1": "stage1", "2": "stage2", "3": "stage3"}
 _STAGE_ALIASES.update({s: s for s in STAGE_ORDER})
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 # Parameter groups: names of Exo2Ego sub-modules, plus "lora" for the adapters stage 3 adds.
 GROUPS = ("ego_encoder", "exo_encoder", "F", "G", "projector", "llm", "lora")
 ENCODERS = ("ego_encoder", "exo_encoder")  # the vision towers (a stage's encoder_lr_mult)
-
-
-# --- per-stage configs ------------------------------------------------------------------------
-@dataclass
-class StageConfig:
-    """Optimisation knobs shared by every stage."""
-
-    steps: int = 100  # optimizer steps (data cycles in epochs as needed)
-    batch_size: int = 16  # per process, per micro-batch
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    max_grad_norm: float = 1.0
-    # lr multiplier for everything but the LLM (vision towers, F, G, projector): a from-scratch
-    # vision tower needs a faster start than the LLM, which would otherwise learn the text prior
-    # and ignore the frames.
-    vision_lr_mult: float = 1.0
-    # lr multiplier for the vision towers alone, on top of vision_lr_mult: a pretrained tower
-    # (--vision-tower) keeps what it knows at a low rate; 0 freezes the towers for the stage.
-    encoder_lr_mult: float = 1.0
-    # Start from this checkpoint folder instead of the previous stage's final one.
-    init_from: str | None = None
-
-    def validate(self, name: str) -> None:
-        for key in ("steps", "batch_size", "grad_accum"):
-            if getattr(self, key) < (0 if key == "steps" else 1):
-                raise UserError(f"{name}.{key} must be >= {0 if key == 'steps' else 1}")
-        if self.lr <= 0 or self.vision_lr_mult <= 0:
-            raise UserError(f"{name}.lr and {name}.vision_lr_mult must be > 0")
-        if self.encoder_lr_mult < 0:
-            raise UserError(f"{name}.encoder_lr_mult must be >= 0 (0 freezes the vision towers)")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise UserError(f"{name}.min_lr_ratio must be in [0, 1]")
-        for f in dataclasses.fields(self):
-            if f.name.endswith("text_sides"):
-                bad = set(getattr(self, f.name)) - set(TEXT_SIDES)
-                if bad:
-                    raise UserError(f"{name}.{f.name}: {sorted(bad)} not in {', '.join(TEXT_SIDES)}")
-
-
-@dataclass
-class InitConfig(StageConfig):
-    """From-scratch alignment (only without a pretrained MLLM): everything trains."""
-
-    exo_text_sides: list[str] = field(default_factory=lambda: ["exo", "all"])
-    ego_text_sides: list[str] = field(default_factory=lambda: ["ego", "all"])
-    ego_instructions: bool = True  # also learn the instruction format on ego/all instructions
-    # Show the one shared tower both views equally often by repeating the scarcer view's rows
-    # (ego text is scarce by design): trained on 4x more exo rows, the tower gave ego frames
-    # features the LLM ignored (measured: one constant answer for every held-out ego clip).
-    balance_views: bool = True
-    # Weight of the caption-token classification loss on the tower (train/caption_tags.py), the
-    # stand-in for a pretrained encoder's object knowledge; 0 turns it off.
-    tag_weight: float = 0.0
-
-
-@dataclass
-class Stage1Config(StageConfig):
-    """Demonstrator self-preparation: exo clip text, exo encoder + projector train."""
-
-    exo_text_sides: list[str] = field(default_factory=lambda: ["exo", "all"])
-
-
-@dataclass
-class Stage2Config(StageConfig):
-    """Demonstrator-learner guidance: all synchronized pairs for KL / cycle, VTG on some."""
-
-    # The pair's text is used for VTG (ego features -> text) only on these rows: the paper's
-    # Ego-ExoClip pairs carry exo-side text.
-    vtg_text_sides: list[str] = field(default_factory=lambda: ["exo", "all"])
-    vtg_weight: float = 1.0
-    kl_weight: float = 1.0
-    cycle_weight: float = 1.0
-    kl_tau: float = 1.0
-    # "frame": KL between each frame's mean ego / exo features (the views agree in time, not in
-    # space); "token": between tokens at the same grid position. See train/losses.py.
-    kl_pool: str = "frame"
-
-    def validate(self, name: str) -> None:
-        super().validate(name)
-        if self.kl_tau <= 0:
-            raise UserError(f"{name}.kl_tau must be > 0")
-        if self.kl_pool not in ("frame", "token"):
-            raise UserError(f"{name}.kl_pool must be 'frame' or 'token', got '{self.kl_pool}'")
-
-
-@dataclass
-class Stage3Config(StageConfig):
-    """Learner self-practice: ego instructions, ego encoder + F + LoRA train."""
-
-    text_sides: list[str] = field(default_factory=lambda: ["ego", "all"])
-
-
-# --- run-wide configs -------------------------------------------------------------------------
-@dataclass
-class DataConfig:
-    # Ego-ExoClip JSONL files from `data build-clips` (one per split is typical; rows are
-    # filtered by their "split"). Relative paths are relative to the working directory.
-    clips: list[str] = field(default_factory=list)
-    # Instruction JSONL files; default: each clips file's <stem>.instructions.jsonl if present.
-    instructions: list[str] | None = None
-    train_split: str = "train"
-    eval_split: str = "val"
-    # Where decoded frames are cached (memory-mapped .npy); default: beside each data file.
-    cache_dir: str | None = None
-    # Training-only augmentation (evaluation and serving see the centred, unshifted frames).
-    # frame_pool: candidate frames cached per model frame (odd); training draws one per group,
-    # a temporal jitter of up to +-(pool // 2) / pool of a sampling interval. 1: off.
-    frame_pool: int = 1
-    # shift_pixels: random translation of each training clip by up to this many pixels
-    # (edge-padded crop). No flips: left / right carry meaning.
-    shift_pixels: int = 0
-
-
-@dataclass
-class WeightsConfig:
-    """Local Hugging Face folders to start from (``--vision-tower`` / ``--llm`` override them).
-
-    A value that is not a folder names one shipped in ``exo2ego_edge/assets`` (``egosim-tiny-tower``).
-    """
-
-    vision_tower: str | None = None
-    llm: str | None = None
-
-    def folder(self, key: str) -> Path | None:
-        value = getattr(self, key)
-        if value is None:
-            return None
-        from exo2ego_edge.assets import ASSETS
-
-        for candidate in (Path(value), ASSETS / value):
-            if candidate.is_dir():
-                return candidate
-        raise UserError(f"weights.{key}: {value} is neither a folder nor one shipped with exo2ego-edge")
-
-
-@dataclass
-class RunSettings:
-    output_dir: str = "runs/egosim-tiny"
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # autocast dtype on CUDA: fp32 | bf16 | fp16
-    threads: int | None = None  # torch CPU threads per process (default: cores / processes)
-    log_every: int = 10
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    gradient_checkpointing: bool = False
-    fsdp: bool = False  # shard with FSDP2, torch.distributed.fsdp.fully_shard (models that do not fit one GPU)
-    tokenizer_vocab_size: int = 512  # the byte-level BPE trained when no --llm is given
-    eval_samples: int = 64  # held-out ego clips scored after each stage (0: no evaluation)
-    progress_bar: bool = True
-
-    def validate(self) -> None:
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise UserError(f"run.device '{self.device}' is not one of: auto, cpu, cuda")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"run.precision '{self.precision}' is not one of: {', '.join(PRECISIONS)}")
-        if self.checkpoint_every < 1 or self.keep_checkpoints < 1 or self.log_every < 1:
-            raise UserError("run.checkpoint_every, run.keep_checkpoints and run.log_every must be >= 1")
-
-
-@dataclass
-class TrainConfig:
-    """The whole YAML file. ``model`` is a preset name plus overrides of its fields."""
-
-    run: RunSettings = field(default_factory=RunSettings)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: dict[str, Any] = field(default_factory=lambda: {"preset": "egosim-tiny"})
-    weights: WeightsConfig = field(default_factory=WeightsConfig)
-    init: InitConfig = field(default_factory=InitConfig)
-    stage1: Stage1Config = field(default_factory=Stage1Config)
-    stage2: Stage2Config = field(default_factory=Stage2Config)
-    stage3: Stage3Config = field(default_factory=Stage3Config)
-
-    def stage(self, name: str) -> StageConfig:
-        return getattr(self, name)
-
-    def validate(self) -> None:
-        self.run.validate()
-        if self.data.frame_pool < 1 or self.data.frame_pool % 2 == 0:
-            raise UserError(f"data.frame_pool must be odd and >= 1, got {self.data.frame_pool}")
-        if self.data.shift_pixels < 0:
-            raise UserError("data.shift_pixels must be >= 0")
-        for name in STAGE_ORDER:
-            self.stage(name).validate(name)
-        if "preset" not in self.model:
-            raise UserError("model.preset is required (egosim-tiny, edge-0.5b or exo2ego-7b)")
-
-    def model_config(self):
-        return model_config_from(self.model)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def model_config_from(section: dict[str, Any]):
-    """A config's ``model`` section -> ModelConfig: the preset named by ``preset`` with the other
-    keys merged into its fields."""
-    from exo2ego_edge.config import PRESETS, ModelConfig
-
-    base = dict(section)
-    preset = base.pop("preset", None)
-    if preset not in PRESETS:
-        raise UserError(f"model.preset '{preset}' is not one of: {', '.join(PRESETS)}")
-    return ModelConfig.from_dict(_deep_merge(PRESETS[preset]().to_dict(), base, "model"))
-
-
-# --- loading: YAML file + overrides -> validated TrainConfig -----------------------------------
-CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-def resolve_config_path(config: str | Path) -> Path:
-    """A YAML path, or the name of a bundled config (``egosim-tiny``, ``egosim-tiny-quick``...)."""
-    path = Path(config)
-    if path.is_file():
-        return path
-    bundled = CONFIG_DIR / f"{config}.yaml"
-    if bundled.is_file():
-        return bundled
-    names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-    raise UserError(f"{config}: no such config file (bundled configs: {names})")
-
-
-def load_config(config: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Read a YAML config (or a dict), apply ``a.b=value`` overrides, validate."""
-    import yaml
-
-    if isinstance(config, dict):
-        raw = config
-    else:
-        path = resolve_config_path(config)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-        if not isinstance(raw, dict):
-            raise UserError(f"{path}: the top level must be a mapping")
-    raw = apply_overrides(dict(raw), overrides)
-    cfg = _build(TrainConfig, raw, "")
-    cfg.validate()
-    return cfg
 
 
 def parse_stages(spec: str | None, pretrained: bool) -> list[str]:
@@ -297,114 +49,55 @@ def parse_stages(spec: str | None, pretrained: bool) -> list[str]:
     return sorted(set(names), key=STAGE_ORDER.index)
 
 
-def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    """Set each ``a.b=value`` (value read as YAML) in the nested dict ``raw``."""
-    import yaml
-
-    for item in overrides:
-        if "=" not in item:
-            raise UserError(f"override '{item}' is not key=value (e.g. stage2.kl_weight=0.5)")
-        key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = raw
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise UserError(f"override '{key}': '{p}' is not a section")
-        try:
-            node[parts[-1]] = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            if value.lstrip()[:1] in ("[", "{"):  # meant as a list / mapping: say why it is not one
-                raise UserError(f"override '{item}': not a valid YAML list or mapping "
-                                f"({' '.join(str(e).split())[:120]})") from None
-            node[parts[-1]] = value
-    return raw
-
-
-def _build(cls, raw: Any, prefix: str):
-    """Instantiate dataclass ``cls`` from a dict, checking keys and simple types by name."""
-    if not isinstance(raw, dict):
-        raise UserError(f"config key '{prefix.rstrip('.')}' must be a mapping")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise UserError(
-            f"unknown config key '{prefix}{unknown[0]}' (known: {', '.join(sorted(fields))})"
-        )
-    kwargs = {}
-    for name, value in raw.items():
-        hint = hints[name]
-        key = f"{prefix}{name}"
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value or {}, f"{key}.")
-        else:
-            kwargs[name] = _check_type(key, value, hint)
-    return cls(**kwargs)
-
-
-def _check_type(key: str, value: Any, hint: Any) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if origin is list:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise UserError(f"config key '{key}' must be a list")
-        return value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"config key '{key}' must be a mapping")
-        return value
-    if hint in (int, float, str, bool):
-        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise UserError(f"config key '{key}' must be {hint.__name__}, got {value!r}")
-    return value
-
-
-def _deep_merge(base: dict, over: dict, prefix: str) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        if k not in base:
-            raise UserError(f"unknown config key '{prefix}.{k}' (known: {', '.join(sorted(base))})")
-        out[k] = _deep_merge(base[k], v, f"{prefix}.{k}") if isinstance(base[k], dict) and isinstance(v, dict) and k != "extra" else v
-    return out
-
-
 # --- stage specs: what the trainer varies -----------------------------------------------------
+@dataclass(frozen=True)
+class DataRule:
+    """Which rows of the train split a stage reads; each names the stage config field that holds
+    the text sides it takes (``text_side`` of a row: exo / ego / none / all)."""
+
+    clip_text: tuple[tuple[str, str], ...] = ()  # (view, field): caption that view's frames with the clip text
+    pairs: str | None = None  # every clip row as an ego-exo pair; VTG on its text for the sides in this field
+    instructions: str | None = None  # ego instruction rows of the sides in this field ...
+    instructions_switch: str | None = None  # ... when this boolean field is on
+    balance: str | None = None  # a boolean field: repeat the scarcer view's rows to match the other
+
+    def kinds(self, sc) -> tuple[str, ...]:
+        """The data files (clips / instructions) the rule reads under the stage config ``sc``."""
+        reads_instructions = self.instructions and (self.instructions_switch is None or getattr(sc, self.instructions_switch))
+        return (("clips",) if self.clip_text or self.pairs else ()) + (("instructions",) if reads_instructions else ())
+
+
 @dataclass(frozen=True)
 class StageSpec:
     name: str
     title: str
     trainable: tuple[str, ...]  # parameter groups (see GROUPS)
     losses: tuple[str, ...]  # "vtg", "kl", "cycle", "tags"
+    data: DataRule
+    weights: tuple[tuple[str, str], ...] = ()  # (loss, the stage config field weighing it); others weigh 1
     migrate: bool = False  # copy the exo encoder into the ego encoder before training
     shared_tower: bool = False  # ego frames also go through the exo encoder; copied to ego at the end
     lora: bool = False  # train the LLM through LoRA adapters, merged at the end
 
+    def loss_weights(self, sc) -> dict[str, float]:
+        fields = dict(self.weights)
+        return {loss: float(getattr(sc, fields[loss])) if loss in fields else 1.0 for loss in self.losses}
+
 
 SPECS: dict[str, StageSpec] = {
     "init": StageSpec("init", "from-scratch alignment", ("exo_encoder", "projector", "llm"), ("vtg", "tags"),
-                      shared_tower=True),
-    "stage1": StageSpec("stage1", "demonstrator self-preparation", ("exo_encoder", "projector"), ("vtg",)),
-    "stage2": StageSpec("stage2", "demonstrator-learner guidance", ("ego_encoder", "F", "G"),
-                        ("vtg", "kl", "cycle"), migrate=True),
-    "stage3": StageSpec("stage3", "learner self-practice", ("ego_encoder", "F", "lora"), ("vtg",), lora=True),
-}
-
-# Every linear layer of the attention and MLP blocks of Qwen2 / Llama / Mistral.
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+                      DataRule(clip_text=(("exo", "exo_text_sides"), ("ego", "ego_text_sides")),
+                               instructions="ego_text_sides", instructions_switch="ego_instructions",
+                               balance="balance_views"),
+                      weights=(("tags", "tag_weight"),), shared_tower=True),
+    "stage1": StageSpec("stage1", "demonstrator self-preparation", ("exo_encoder", "projector"), ("vtg",),
+                        DataRule(clip_text=(("exo", "exo_text_sides"),))),
+    "stage2": StageSpec("stage2", "demonstrator-learner guidance", ("ego_encoder", "F", "G"), ("vtg", "kl", "cycle"),
+                        DataRule(pairs="vtg_text_sides"),
+                        weights=(("vtg", "vtg_weight"), ("kl", "kl_weight"), ("cycle", "cycle_weight")), migrate=True),
+    "stage3": StageSpec("stage3", "learner self-practice", ("ego_encoder", "F", "lora"), ("vtg",),
+                        DataRule(instructions="text_sides"), lora=True),
+}  # fmt: skip
 
 
 def apply_trainable(model, spec: StageSpec, frozen: tuple[str, ...] = ()) -> None:
@@ -424,23 +117,6 @@ def apply_trainable(model, spec: StageSpec, frozen: tuple[str, ...] = ()) -> Non
                 p.requires_grad_(True)
 
 
-def add_lora(model) -> None:
-    """Wrap the LLM with LoRA adapters (r / alpha from the model config) on attention + MLP."""
-    from peft import LoraConfig, get_peft_model
-
-    cfg = LoraConfig(
-        r=model.cfg.lora_r, lora_alpha=model.cfg.lora_alpha, lora_dropout=0.0,
-        target_modules=list(LORA_TARGETS), bias="none",
-    )
-    model.llm = get_peft_model(model.llm, cfg)
-
-
-def merge_lora(model) -> None:
-    """Fold the adapters into the base weights so the student LLM is a plain causal LM."""
-    if hasattr(model.llm, "merge_and_unload"):
-        model.llm = model.llm.merge_and_unload()
-
-
 def group_of(param_name: str) -> str:
     """The parameter group a ``model.named_parameters()`` name belongs to."""
     if "lora_" in param_name:
@@ -450,47 +126,44 @@ def group_of(param_name: str) -> str:
 
 # --- data selection: which rows each stage reads ------------------------------------------------
 def select_examples(stage: str, cfg: TrainConfig, sources, store) -> list:
-    """The stage's training examples from the data sources (train split only).
+    """The stage's training examples from the data sources (train split only), by its data rule.
 
     ``sources``: :class:`~exo2ego_edge.train.data.Source` list; ``store``: their frame caches.
     """
     from exo2ego_edge.train.data import Example
 
     split, question = cfg.data.train_split, cfg.model_config().caption_question
-    sc = cfg.stage(stage)
+    rule, sc = SPECS[stage].data, cfg.stage(stage)
+    kinds = rule.kinds(sc)
     out: list[Example] = []
     for src in sources:
+        if src.kind not in kinds:
+            continue
         for i, row in enumerate(src.rows):
             if row.get("split") != split:
                 continue
             side = row.get("text_side", "all")
-            if src.kind == "clips":
-                text = (row.get("text") or "").strip()
-                ego, exo = store.slot(src.name, "ego", i), store.slot(src.name, "exo", i)
-                if stage in ("init", "stage1") and text and side in sc.exo_text_sides:
-                    out.append(Example(src.name, exo=exo, vtg_view="exo", question=question, answer=text))
-                if stage == "init" and text and side in sc.ego_text_sides:
-                    out.append(Example(src.name, ego=ego, vtg_view="ego", question=question, answer=text))
-                if stage == "stage2":
-                    vtg = bool(text) and side in sc.vtg_text_sides
-                    out.append(Example(src.name, ego=ego, exo=exo, vtg_view="ego" if vtg else None,
-                                       question=question if vtg else None, answer=text if vtg else None))
-            else:
-                ok = (stage == "init" and sc.ego_instructions and side in sc.ego_text_sides) or (
-                    stage == "stage3" and side in sc.text_sides)
-                if ok and row.get("question") and row.get("answer"):
+            if src.kind == "instructions":
+                if side in getattr(sc, rule.instructions) and row.get("question") and row.get("answer"):
                     out.append(Example(src.name, ego=store.slot(src.name, "ego", i), vtg_view="ego",
                                        question=row["question"], answer=row["answer"]))
-    if stage == "init" and sc.balance_views:
+                continue
+            text = (row.get("text") or "").strip()
+            for view, sides in rule.clip_text:
+                if text and side in getattr(sc, sides):
+                    out.append(Example(src.name, vtg_view=view, question=question, answer=text,
+                                       **{view: store.slot(src.name, view, i)}))
+            if rule.pairs:
+                vtg = bool(text) and side in getattr(sc, rule.pairs)
+                out.append(Example(src.name, ego=store.slot(src.name, "ego", i), exo=store.slot(src.name, "exo", i),
+                                   vtg_view="ego" if vtg else None, question=question if vtg else None,
+                                   answer=text if vtg else None))
+    if rule.balance and getattr(sc, rule.balance):
         out = balance_views(out)
     if not out:
         files = ", ".join(str(s.path) for s in sources)
-        if stage == "stage2":  # every clip row of the split, whatever its text
-            raise UserError(f"stage2: no clip rows of split '{split}' in {files} (data.clips, data.train_split)")
-        if stage == "init":
-            kinds = ("clips", "instructions") if sc.ego_instructions else ("clips",)
-        else:
-            kinds = ("clips",) if stage == "stage1" else ("instructions",)
+        if rule.pairs:  # every clip row of the split, whatever its text
+            raise UserError(f"{stage}: no clip rows of split '{split}' in {files} (data.clips, data.train_split)")
         present = sorted({r.get("text_side", "all") for src in sources if src.kind in kinds
                           for r in src.rows if r.get("split") == split})
         keys = [f"{stage}.{f.name}" for f in dataclasses.fields(sc) if f.name.endswith("text_sides")]

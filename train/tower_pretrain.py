@@ -218,7 +218,7 @@ def pretrain_tower(cfg: TowerPretrainConfig, out: str | os.PathLike, overwrite: 
     from tqdm import tqdm
 
     from exo2ego_edge.model import build_vision_tower
-    from exo2ego_edge.train.stages import model_config_from
+    from exo2ego_edge.train.run_config import model_config_from
     from exo2ego_edge.train.trainer import warmup_cosine
 
     cfg.validate()

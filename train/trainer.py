@@ -41,10 +41,9 @@ from exo2ego_edge.train.data import (
 )
 from exo2ego_edge.train.evaluation import EvalResult, evaluate_doing, select_doing_rows
 from exo2ego_edge.train.losses import cycle_consistency, feature_kl
-from exo2ego_edge.train.stages import (
-    ENCODERS, SPECS, STAGE_ORDER, StageSpec, TrainConfig, add_lora, apply_trainable, checked_examples, group_of,
-    load_config, merge_lora, parse_stages,
-)
+from exo2ego_edge.train.lora import add_lora, merge_lora
+from exo2ego_edge.train.run_config import STAGE_ORDER, TrainConfig, load_config
+from exo2ego_edge.train.stages import ENCODERS, SPECS, StageSpec, apply_trainable, checked_examples, group_of, parse_stages
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +75,7 @@ class StageLoss(nn.Module):
             group = m.cfg.tokens_per_frame if self.cfg.kl_pool == "frame" else 1
             losses["kl"] = feature_kl(y, fx, self.cfg.kl_tau, group)
             losses["cycle"] = cycle_consistency(x, m.G(fx), y, m.F(m.G(y)))
-        weights = {"vtg": getattr(self.cfg, "vtg_weight", 1.0), "kl": getattr(self.cfg, "kl_weight", 1.0),
-                   "cycle": getattr(self.cfg, "cycle_weight", 1.0), "tags": getattr(self.cfg, "tag_weight", 0.0)}
+        weights = self.spec.loss_weights(self.cfg)
         losses["loss"] = sum(weights[k] * v for k, v in losses.items())
         return losses
 
@@ -229,7 +227,7 @@ class StageTrainer:
 
     def _tag_idf(self, model: Exo2Ego) -> torch.Tensor | None:
         """IDF of the stage's caption tokens when it trains the caption-token head, else None."""
-        if "tags" not in self.spec.losses or getattr(self.scfg, "tag_weight", 0.0) <= 0:
+        if "tags" not in self.spec.losses or self.spec.loss_weights(self.scfg)["tags"] <= 0:
             return None
         captions = [self.collate.answer_ids(e.answer) for e in self.examples if e.answer]
         return token_idf(captions, model.cfg.llm.vocab_size)

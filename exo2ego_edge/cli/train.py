@@ -70,7 +70,7 @@ def _echo_stage_summaries(run: Path) -> None:
     import json
 
     from exo2ego_edge.train.evaluation import EvalResult
-    from exo2ego_edge.train.stages import STAGE_ORDER
+    from exo2ego_edge.train.run_config import STAGE_ORDER
 
     for stage in STAGE_ORDER:
         path = run / stage / "summary.json"
@@ -106,7 +106,7 @@ def pretrain_tower(out: str, preset: str, takes: int, val_takes: int, steps: int
     run the same ones:
       exo2ego-edge pretrain-tower --out towers/narrow "model.vision={hidden_size: 48, num_heads: 2}"
     """
-    from exo2ego_edge.train.stages import apply_overrides
+    from exo2ego_edge.train.run_config import apply_overrides
     from exo2ego_edge.train.tower_pretrain import TowerPretrainConfig
     from exo2ego_edge.train.tower_pretrain import pretrain_tower as run
 
