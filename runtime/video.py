@@ -222,6 +222,29 @@ class _Candidate:
         self.frame, self.slot = frame, None  # slot: the clip row it was first written to
 
 
+def _shown_packets(container, stream, targets: np.ndarray, t1: float) -> set[int] | None:
+    """The pts of the frames the targets will show (each target's last frame at or before it), from
+    a demux-only pass over the window: reading packets costs little next to decoding them. None
+    when the stream lacks timestamps (then every frame is decoded)."""
+    times: dict[int, float] = {}
+    for packet in container.demux(stream):
+        if packet.pts is None or packet.time_base is None:
+            if packet.size:
+                return None
+            continue
+        times[packet.pts] = float(packet.pts * packet.time_base)
+        if times[packet.pts] > t1 + 1.0:  # past the window by more than any B-frame reordering
+            break
+    if not times:
+        return None
+    order = sorted(times, key=times.get)
+    shown = set()
+    for t in targets:
+        before = [pts for pts in order if times[pts] <= t]
+        shown.add(before[-1] if before else order[0])
+    return shown
+
+
 def _fill(container, stream, targets: np.ndarray, t0: float, t1: float, clip: np.ndarray,
           size: int, path, rewind: bool = False) -> int:
     """Decode once, in order, giving each target time the frame on screen at that instant (the
@@ -231,12 +254,17 @@ def _fill(container, stream, targets: np.ndarray, t0: float, t1: float, clip: np
     """
     import av
 
-    if t0 > 0 or rewind:
-        # Seek to the keyframe at or before t0; earlier frames are decoded only to reach t0.
+    def seek() -> None:  # to the keyframe at or before t0; earlier frames are decoded only to reach t0
         container.seek(int(t0 / stream.time_base), stream=stream, backward=True, any_frame=False)
+
+    if t0 > 0 or rewind:
+        seek()
+    shown = _shown_packets(container, stream, targets, t1)
+    seek()
     fps = _fps(stream) or 30.0
     n, k, index, distinct = len(targets), 0, 0, 0
     prev: _Candidate | None = None
+    codec = stream.codec_context
 
     def put(c: _Candidate) -> None:
         nonlocal distinct
@@ -248,18 +276,26 @@ def _fill(container, stream, targets: np.ndarray, t0: float, t1: float, clip: np
             clip[k] = clip[c.slot]
 
     try:
-        for frame in container.decode(stream):
-            t = frame.time if frame.time is not None else index / fps
-            index += 1
-            if t > t1 and prev is not None:
+        for packet in container.demux(stream):
+            # A frame no target shows and no other frame references need not be decoded at all.
+            codec.skip_frame = "DEFAULT" if shown is None or packet.pts in shown else "NONREF"
+            done = False
+            for frame in packet.decode():
+                t = frame.time if frame.time is not None else index / fps
+                index += 1
+                if t > t1 and prev is not None:
+                    done = True
+                    break
+                cur = _Candidate(frame)
+                while k < n and targets[k] < t:
+                    put(prev if prev is not None else cur)
+                    k += 1
+                if k == n:
+                    done = True
+                    break
+                prev = cur
+            if done:
                 break
-            cur = _Candidate(frame)
-            while k < n and targets[k] < t:
-                put(prev if prev is not None else cur)
-                k += 1
-            if k == n:
-                break
-            prev = cur
     except av.error.FFmpegError as e:
         raise VideoError(f"{path}: decoding failed ({_reason(e)}); the file may be truncated or corrupt") from None
     if prev is None:

@@ -154,3 +154,24 @@ def test_probe(tmp_path):
     info = probe(write_test_mp4(tmp_path / "p.mp4", frames=10, size=(64, 48), fps=10))
     assert (info.codec, info.width, info.height, info.fps) == ("h264", 64, 48, 10.0)
     assert info.duration == pytest.approx(1.0, abs=0.15)
+
+
+def test_frames_skipped_by_the_decoder_are_never_the_ones_shown(tmp_path):
+    """The sampler leaves unreferenced frames undecoded (skip_frame): with B-frames in the stream,
+    every sampled frame must still be the one on screen at its time, as a full decode shows it."""
+    import av
+
+    from exo2ego_edge.runtime.video import sample_times, to_model_frame
+
+    base = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    frames = [np.roll(base, 2 * i, axis=1) for i in range(45)]  # smooth motion: the encoder picks B-frames
+    path = write_video(tmp_path / "bframes.mp4", frames, "libx264", fps=15)
+    with av.open(str(path)) as c:
+        decoded = [(f.time, to_model_frame(f, 32)) for f in c.decode(video=0)]
+    with av.open(str(path)) as c:  # the stream has frames the decoder may skip, or this tests nothing
+        c.streams.video[0].codec_context.skip_frame = "NONREF"
+        assert len(decoded) == 45 > len(list(c.decode(video=0)))
+    for n, window in ((7, (None, None)), (5, (0.4, 2.1)), (16, (1.0, 2.9))):
+        start, end = window[0] or 0.0, window[1] or decoded[-1][0] + 1 / 15
+        want = [next(img for t, img in reversed(decoded) if t <= target) for target in sample_times(start, end, n)]
+        np.testing.assert_array_equal(decode_clip(path, *window, num_frames=n, size=32), np.stack(want))
