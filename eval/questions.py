@@ -3,6 +3,8 @@
 A :class:`Question` is a clip of one video plus a prompt, scored one of four ways (``kind``):
 
 - ``choice``      pick one of ``options``; ``answer`` is the right index. Metric: accuracy.
+                  ``answer`` None: the benchmark keeps it private (EgoSchema, EgoPlan-Test); such
+                  a question is predicted for the benchmark's own server, never scored here.
 - ``multilabel``  ``options`` is a shared class list, ``labels`` a 0/1 per class; every class is
                   scored on every clip and each class's column of scores ranks the clips.
                   Metric: mAP over classes (Charades-Ego style).
@@ -48,7 +50,7 @@ class Question:
     end: float | None  # seconds; None = to the end
     question: str
     options: list[str] = field(default_factory=list)
-    answer: int | str | None = None  # choice: option index; open: reference text
+    answer: int | str | None = None  # choice: option index (None: not public); open: reference text
     labels: list[float] | None = None  # multilabel: 0/1 per option; retrieval: relevance per option
     # Options that are only the start of an answer ("I am picking up"): scored without the stop
     # token, because the model's real answer goes on ("... the red cup.").
@@ -71,7 +73,8 @@ class Question:
         if self.kind == "choice":
             if len(self.options) < 2:
                 out.append("a choice question needs at least two options")
-            if not isinstance(self.answer, int) or not 0 <= self.answer < len(self.options):
+            hidden = self.answer is None  # allowed: the benchmark keeps it private
+            if not hidden and (not isinstance(self.answer, int) or not 0 <= self.answer < len(self.options)):
                 out.append(f"answer {self.answer!r} is not an option index")
         if self.kind in ("multilabel", "retrieval"):
             if self.labels is None or len(self.labels) != len(self.options):
@@ -87,6 +90,11 @@ class Question:
         if self.start is not None and self.end is not None and self.end <= self.start:
             out.append(f"end {self.end} is not after start {self.start}")
         return out
+
+    @property
+    def scorable(self) -> bool:
+        """False for a choice question whose answer the benchmark keeps private."""
+        return self.kind != "choice" or self.answer is not None
 
     @property
     def clip_key(self) -> ClipKey:

@@ -369,6 +369,10 @@ def score_task(scorer: Scorer, task: str, questions: list[Question], category: s
         raise UserError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
     if not questions:
         raise UserError(f"task {task}: no questions")
+    private = sum(not q.scorable for q in questions)
+    if private:
+        raise UserError(f"task {task}: {private} of {len(questions)} questions have no public answer; score "
+                        "only those that do (the benchmark's own server scores the rest)")
     kinds = {q.kind for q in questions}
     if len(kinds) != 1:
         raise UserError(f"task {task}: mixes question kinds {sorted(kinds)}")

@@ -352,3 +352,13 @@ def test_clip_choice_picks_the_clip_the_text_belongs_to(student, tmp_path):
                    question=question, options=[options[i]], answer=i, candidates=cands) for i in range(FORCED)]
     result = score_task(scorer, "egomcq_inter", qs)
     assert result.score == 100.0 and result.chance == 50.0
+
+
+def test_a_task_with_private_answers_is_refused_not_miscounted():
+    from exo2ego_edge.errors import UserError
+    from exo2ego_edge.eval.scoring import score_task
+
+    q = Question(id="q0", task="overall_goal", kind="choice", video="v.mp4", start=None, end=None,
+                 question="Why?", options=["a", "b"], answer=None)
+    with pytest.raises(UserError, match="1 of 1 questions have no public answer"):
+        score_task(None, "overall_goal", [q])

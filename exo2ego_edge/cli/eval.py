@@ -27,6 +27,9 @@ from exo2ego_edge.errors import UserError
                    "or a folder of converted <task>.jsonl.")
 @click.option("--tasks", default=None, metavar="LIST", help="Comma-separated task names (default: all).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False), help="Also write the results as JSON here.")
+@click.option("--predictions", type=click.Path(path_type=Path, dir_okay=False),
+              help="egobench: also write EgoSchema's predictions {q_uid: option} for every question read: the "
+                   "file EgoSchema's server scores (only 500 of its answers are public).")
 @click.option("--normalize", type=click.Choice(["mean", "sum"]), default="mean", show_default=True,
               help="Multiple choice: mean log-prob per option token, or the sum.")
 @click.option("--seed", type=int, default=0, show_default=True, help="EgoSim-Bench generation seed (world input only).")
@@ -34,7 +37,8 @@ from exo2ego_edge.errors import UserError
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads (torch for --checkpoint, ONNX Runtime for --bundle).")
 def eval_(checkpoint: Path | None, bundle: Path | None, backend: str, suite: str, data: Path, tasks: str | None,
-          json_out: Path | None, normalize: str, seed: int, device: str, threads: int | None) -> None:
+          json_out: Path | None, predictions: Path | None, normalize: str, seed: int, device: str,
+          threads: int | None) -> None:
     """Score a checkpoint (--checkpoint) or a bundle (--bundle) on EgoSim-Bench or EgoBench.
 
     \b
@@ -45,28 +49,46 @@ def eval_(checkpoint: Path | None, bundle: Path | None, backend: str, suite: str
     \b
       exo2ego-edge eval --checkpoint runs/egosim-tiny/student --suite egosim --data world/
       exo2ego-edge eval --bundle bundle-int8 --suite egosim --data world/ --json int8.json
-      exo2ego-edge eval --bundle bundle --suite egobench --data egobench.json --tasks egoschema
+      exo2ego-edge eval --bundle bundle --suite egobench --data egobench.json --tasks egoschema \\
+          --predictions egoschema-predictions.json
+
+    \b
+    EgoBench first prints, per benchmark, how many questions were read, how many are scorable
+    (EgoSchema keeps most answers private) and how many of their videos exist, and stops there
+    when videos are missing.
     """
     from exo2ego_edge.atomic import atomic_file, check_writable
     from exo2ego_edge.eval.scoring import make_scorer, score_suite
 
-    if json_out is not None:
-        check_writable(json_out, f"--json {json_out}")  # before minutes of scoring
-    scorer = make_scorer(checkpoint, bundle, device=device, threads=threads, backend=backend)  # fail fast
+    for path, flag in ((json_out, "--json"), (predictions, "--predictions")):
+        if path is not None:
+            check_writable(path, f"{flag} {path}")  # before minutes of scoring
+    if predictions is not None and suite != "egobench":
+        raise UserError("--predictions is for --suite egobench (EgoSchema's server)")
     wanted = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     if suite == "egosim":
-        questions, category = _egosim(data, wanted, seed)
-    else:
-        from exo2ego_edge.eval.egobench import category_of, load_egobench
+        scorer = make_scorer(checkpoint, bundle, device=device, threads=threads, backend=backend)  # fail fast
+        (questions, category), egoschema = _egosim(data, wanted, seed), []
+    else:  # the counts come first: a config is checked without a model, missing videos before loading one
+        questions, category, egoschema = _egobench(data, wanted, predictions is not None)
+        scorer = make_scorer(checkpoint, bundle, device=device, threads=threads, backend=backend)
+    frames: dict = {}  # decoded clips, shared by scoring and the predictions
+    if questions:
+        result = score_suite(scorer, questions, normalize=normalize, frames=frames, category=category, progress=True)
+        click.echo(result.table())
+        click.echo(f"{sum(t.n for t in result.tasks)} questions in {result.seconds:.1f} s ({scorer.name})")
+        if json_out is not None:
+            with atomic_file(json_out) as f:
+                json.dump(result.to_dict(), f, indent=2)
+            click.echo(f"results: {json_out}")
+    if predictions is not None:
+        from exo2ego_edge.eval.egobench import predict_choices
 
-        questions, category = load_egobench(data, wanted), category_of
-    result = score_suite(scorer, questions, normalize=normalize, category=category, progress=True)
-    click.echo(result.table())
-    click.echo(f"{sum(t.n for t in result.tasks)} questions in {result.seconds:.1f} s ({scorer.name})")
-    if json_out is not None:
-        with atomic_file(json_out) as f:
-            json.dump(result.to_dict(), f, indent=2)
-        click.echo(f"results: {json_out}")
+        picks = predict_choices(scorer, egoschema, normalize=normalize, frames=frames, progress=True)
+        with atomic_file(predictions) as f:
+            json.dump(picks, f, indent=1)
+        click.echo(f"EgoSchema predictions for {len(picks)} questions: {predictions} "
+                   "(EgoSchema's README says where to send them)")
 
 
 def _egosim(data: Path, tasks: list[str] | None, seed: int):
@@ -80,3 +102,26 @@ def _egosim(data: Path, tasks: list[str] | None, seed: int):
     else:
         raise UserError(f"{data}: neither a simulated world (simulator/take_records.jsonl) nor a suite folder")
     return {t: q for t, q in suite.items() if q}, category_of
+
+
+def _egobench(data: Path, tasks: list[str] | None, predict: bool):
+    """Read every benchmark, print what was read (even when it cannot be scored), and refuse missing
+    videos before any model is loaded. Returns the scorable suite, the categories and, for
+    ``--predictions``, every EgoSchema question."""
+    from exo2ego_edge.eval.egobench import category_of, read_egobench, suite_of
+
+    readings = read_egobench(data)
+    suite = suite_of(readings, tasks)
+    readings = [r for r in readings if not tasks or r.tasks & set(tasks)]
+    for r in readings:
+        click.echo(r.summary())
+    missing = sum(r.videos - r.found for r in readings)
+    if missing:
+        raise UserError(f"{missing} video(s) the questions name are missing (counts above): "
+                        f"fix the video folders in {data}")
+    egoschema = [q for r in readings if r.benchmark == "egoschema" for q in r.questions]
+    if predict and not egoschema:
+        raise UserError(f"--predictions: {data} reads no EgoSchema question")
+    if not suite and not predict:
+        raise UserError(f"{data}: no scorable question (counts above)")
+    return suite, category_of, egoschema
