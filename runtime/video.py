@@ -191,13 +191,12 @@ def decode_clips(
                 # Some containers (raw streams, live-recorded webm) do not state their duration:
                 # find the last timestamp with a cheap demux-only pass, then sample as usual.
                 if scanned is None:
-                    scanned = _scan_duration(container, stream)
-                    container.seek(0)
+                    scanned = _scan_duration(container, stream)  # _fill seeks back before decoding
                 t1 = scanned
             if duration is not None:
                 t1 = min(t1, duration)
             targets = sample_times(t0, t1, num_frames)
-            filled = _fill(container, stream, targets, t0, t1, out[w], size, path, rewind=w > 0)
+            filled = _fill(container, stream, targets, t0, t1, out[w], size, path)
             if filled < num_frames:
                 log.warning("%s: only %d distinct frame(s) in the window; repeating frames to make %d",
                             path, filled, num_frames)
@@ -246,19 +245,17 @@ def _shown_packets(container, stream, targets: np.ndarray, t1: float) -> set[int
 
 
 def _fill(container, stream, targets: np.ndarray, t0: float, t1: float, clip: np.ndarray,
-          size: int, path, rewind: bool = False) -> int:
+          size: int, path) -> int:
     """Decode once, in order, giving each target time the frame on screen at that instant (the
     last frame whose timestamp is <= t; the first frame for earlier times, the last for later).
     Returns how many distinct frames were used (fewer than targets when the clip is short).
-    ``rewind``: the container was read before (an earlier window), so seek even for t0 = 0.
     """
     import av
 
     def seek() -> None:  # to the keyframe at or before t0; earlier frames are decoded only to reach t0
         container.seek(int(t0 / stream.time_base), stream=stream, backward=True, any_frame=False)
 
-    if t0 > 0 or rewind:
-        seek()
+    seek()  # the container may have been read before: by an earlier window, or to find the duration
     shown = _shown_packets(container, stream, targets, t1)
     seek()
     fps = _fps(stream) or 30.0
