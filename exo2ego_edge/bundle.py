@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,14 +189,8 @@ class Manifest:
 
 
 def _release(version: str) -> tuple[int, ...]:
-    """(1, 23, 2) from '1.23.2' or '1.23.2+cu126'; the local and pre-release tags are ignored."""
-    parts = []
-    for piece in version.split("+")[0].split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit()) if piece[:1].isdigit() else ""
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
+    """(1, 23, 2) from '1.23.2', '1.23.2+cu126' or '1.23.2rc1': local and pre-release tags ignored."""
+    return tuple(int(n) for n in re.findall(r"\d+", re.match(r"[\d.]*", version).group()))
 
 
 def unmet_requirement(spec: str | None, installed: str) -> bool:

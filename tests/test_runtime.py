@@ -285,3 +285,14 @@ def test_runtime_and_cli_work_with_torch_unimportable(bundle_dir, clips, tmp_pat
     assert "token_ids" in json.loads(r.stdout)
     r = subprocess.run([*exe, "doctor"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "ort-cpu" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("spec, installed, unmet", [
+    (">=1.22", "1.23.2", False), (">=1.22", "1.21.1", True), (">=1.22", "1.22.0rc1", False),
+    (">=1.18", "1.23.2+cu126", False), ("==1.32.0", "1.32.0+cpu", False), ("==1.32.0", "1.23.2", True),
+    (None, "1.0", False),
+])  # fmt: skip
+def test_onnxruntime_requirements_read_release_local_and_pre_release_versions(spec, installed, unmet):
+    from exo2ego_edge.bundle import unmet_requirement
+
+    assert unmet_requirement(spec, installed) is unmet
