@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from exo2ego_edge.bundle import (
     write_manifest_atomically,
 )
 from exo2ego_edge.errors import UserError
-from exo2ego_edge.runtime.sysinfo import tensorrt_supported
+from exo2ego_edge.runtime.sysinfo import nvidia_smi_query, tensorrt_supported
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +104,11 @@ def gpu_identity() -> tuple[str, str]:
         return "{}.{}".format(*device.compute_capability()), device.name()
     except Exception:  # no pycuda (or no driver): nvidia-smi knows too, also on JetPack 6
         pass
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap,name", "--format=csv,noheader"],
-                             capture_output=True, text=True, check=True, timeout=30).stdout
-        cap, name = (s.strip() for s in out.splitlines()[0].split(",", 1))
-        float(cap)  # "[N/A]" on some Jetson releases: not an identity
-        return cap, name
-    except Exception as e:
-        raise UserError(f"cannot identify the GPU to build engines for (no pycuda, nvidia-smi: {e})") from None
+    rows = nvidia_smi_query(("compute_cap", "name"))
+    if rows and rows[0]["compute_cap"] and rows[0]["name"]:
+        return rows[0]["compute_cap"], rows[0]["name"]
+    raise UserError("cannot identify the GPU to build engines for: no pycuda, and nvidia-smi does not give "
+                    "its compute capability (pip install 'exo2ego-edge[tensorrt]')")
 
 
 def build_engine(

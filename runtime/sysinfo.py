@@ -268,6 +268,13 @@ def _mib(value: str | None) -> int | None:
     return None if mib is None else mib << 20
 
 
+def nvidia_smi_query(fields: tuple[str, ...]) -> list[dict[str, str | None]]:
+    """``nvidia-smi --query-gpu=<fields>`` as rows (see :func:`parse_nvidia_smi_csv`); empty
+    without nvidia-smi or when it fails."""
+    out = _run_tool("nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits")
+    return parse_nvidia_smi_csv(out or "", fields)
+
+
 def parse_nvidia_smi_csv(text: str, fields: tuple[str, ...] = GPU_QUERY) -> list[dict[str, str | None]]:
     """Rows of `nvidia-smi --query-gpu=<fields> --format=csv,noheader,nounits`, one dict per GPU
     keyed by field. Placeholders (`[N/A]`, `[Not Supported]`) become None; a row with another
@@ -325,8 +332,7 @@ def gpu_info() -> list[dict[str, Any]]:
             return _nvml_gpus(nvml)
         except Exception as e:  # noqa: BLE001 - NVML failing to count devices: ask nvidia-smi
             log.debug("NVML could not list GPUs: %s", e)
-    query = _run_tool("nvidia-smi", f"--query-gpu={','.join(GPU_QUERY)}", "--format=csv,noheader,nounits")
-    rows = parse_nvidia_smi_csv(query or "")
+    rows = nvidia_smi_query(GPU_QUERY)
     if rows:
         return [_gpu(_int(r["index"]), r["name"], _mib(r["memory.total"]), r["driver_version"]) for r in rows]
     table = _run_tool("nvidia-smi")

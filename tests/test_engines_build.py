@@ -104,3 +104,12 @@ def test_real_engines_build_and_pass_the_parity_gate(gpu_bundle, tmp_path):  # p
     assert {e.graph for e in manifest.engines} == {"vision", "decoder"}
     report = verify_bundle(bundle, backend="tensorrt")
     assert report["passed"], report["failures"]
+
+
+def test_the_gpu_is_identified_by_nvidia_smi_where_pycuda_is_absent(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pycuda", None)  # as on a device without the [tensorrt] extra
+    monkeypatch.setattr(engines, "nvidia_smi_query", lambda fields: [{"compute_cap": "8.7", "name": "Orin (nvgpu)"}])
+    assert engines.gpu_identity() == ("8.7", "Orin (nvgpu)")
+    monkeypatch.setattr(engines, "nvidia_smi_query", lambda fields: [{"compute_cap": None, "name": "Orin (nvgpu)"}])
+    with pytest.raises(UserError, match="does not give its compute capability"):  # [N/A] on some JetPacks
+        engines.gpu_identity()
