@@ -25,9 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from exo2ego_edge.bundle import (
-    BATCH, FRAMES, LOGITS_TO_KEEP, PAST, SEQ, TOTAL, GraphSpec, Manifest, past_names, present_names,
-)
+from exo2ego_edge.bundle import LOGITS_TO_KEEP, GraphSpec, Manifest, past_names, present_names
 from exo2ego_edge.runtime.errors import BackendError
 from exo2ego_edge.runtime.kv_cache import KVPrefix, PingPongDecoder
 
@@ -105,21 +103,15 @@ def trt_cache_root(bundle: str | os.PathLike) -> Path:
 
 
 def trt_profile(manifest: Manifest, graph: str) -> dict[str, tuple[int, int, int]]:
-    """(min, opt, max) per dynamic axis of ``graph`` from the manifest's export limits, with the
-    opt points of the engines `engines build` makes (runtime/engines.py): a clip's frames, and a
-    decode step after a prompt, since decode steps dominate generation time."""
+    """(min, opt, max) per dynamic axis of ``graph`` from the manifest's export limits: the profiles
+    `engines build` gives its engines (a clip's frames; a decode step after a prompt, since decode
+    steps dominate generation time). The past starts at 0: a first prefill has an empty past, and
+    ORT does not widen explicit profiles at run time."""
+    from exo2ego_edge.runtime.engines import axis_profiles
+
     d = manifest.decoder
-    if graph == "vision":
-        return {FRAMES: (1, min(max(manifest.preprocessing.num_frames, 1), d.max_frames), d.max_frames)}
-    prompt = min(d.max_seq // 2, d.max_seq - 1)
-    return {
-        BATCH: (1, 1, 1),  # one sequence at a time
-        SEQ: (1, 1, d.max_seq),
-        # Min 0: a first prefill has an empty past. TensorRT takes empty tensors, and ORT does not
-        # widen explicit profiles at run time, so a min of 1 would fail that call, not rebuild.
-        PAST: (0, prompt, d.max_seq - 1),
-        TOTAL: (1, prompt + 1, d.max_seq),  # past + sequence: the opt point must agree
-    }
+    axes = axis_profiles(graph, d.max_frames, d.max_seq, opt_frames=manifest.preprocessing.num_frames)
+    return {axis: tuple(points) for axis, points in axes.items()}
 
 
 def trt_shape_values(manifest: Manifest) -> dict[str, tuple[int, int, int]]:
