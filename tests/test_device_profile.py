@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -90,10 +89,11 @@ def _run(device: dict, *args: str, expect: int = 0, env: dict | None = None) -> 
 
 
 def test_the_device_install_has_no_training_or_export_stack(device):
-    probe = "import importlib.util as u, sys, numpy, onnxruntime; print(sys.version_info[:2], numpy.__version__, " \
-            f"onnxruntime.__version__, [m for m in {ABSENT!r} if u.find_spec(m)])"
+    probe = ("import importlib.util as u, json, sys, numpy, onnxruntime; print(json.dumps([sys.version_info[:2], "
+             f"numpy.__version__, onnxruntime.__version__, [m for m in {ABSENT!r} if u.find_spec(m)]]))")
     out = subprocess.run([device["python"], "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "(3, 10) 1.26.4 1.23.2 []" or (out.startswith("(3, 10) 1.") and out.strip().endswith("1.23.2 []")), out
+    python, numpy_version, ort_version, installed = json.loads(out)
+    assert python == [3, 10] and numpy_version.startswith("1.") and ort_version == "1.23.2" and installed == []
 
 
 def test_run_answers_the_readme_sample_with_the_shipped_bundle(device):
@@ -188,4 +188,3 @@ def test_a_bundle_needing_a_newer_onnxruntime_is_refused_there(device, tmp_path)
     err = _run(device, "run", "--bundle", str(bundle), "--video", str(SAMPLE_CLIP), "--question", "Hi?",
                expect=2).stderr.strip()
     assert "needs onnxruntime ==1.32.0; this machine has 1.23.2" in err and "\n" not in err
-    assert sys.version_info >= (3, 10)
