@@ -31,22 +31,23 @@ def _numpy_dispatch() -> tuple[list[str], dict[str, bool]]:
     return list(__cpu_dispatch__), dict(__cpu_features__)
 
 
-def _numpy_targets(keep_avx2: bool) -> str:
-    """numpy's dispatch targets this CPU has, less AVX2 and below when ``keep_avx2``."""
+def _numpy_targets(above_avx2: bool) -> str:
+    """numpy's dispatch targets this CPU has (only those above AVX2 when ``above_avx2``): what
+    ``NPY_DISABLE_CPU_FEATURES`` turns off."""
     dispatch, features = _numpy_dispatch()
-    avx512 = ("AVX512", "X86_V4")
-    return " ".join(t for t in dispatch if features.get(t) and not (keep_avx2 and not t.startswith(avx512)))
+    targets = [t for t in dispatch if features.get(t)]
+    return " ".join(t for t in targets if not above_avx2 or t.startswith(("AVX512", "X86_V4")))
 
 
 VARIANTS = {
     # An x86-64 CPU with nothing past SSE4.2: PyTorch's and numpy's portable kernels, one thread.
     "baseline-1thread": lambda: {
-        "ATEN_CPU_CAPABILITY": "default", "NPY_DISABLE_CPU_FEATURES": _numpy_targets(keep_avx2=False),
+        "ATEN_CPU_CAPABILITY": "default", "NPY_DISABLE_CPU_FEATURES": _numpy_targets(above_avx2=False),
         "OPENBLAS_CORETYPE": "Prescott", "OMP_NUM_THREADS": "1",
     },
     # An AVX2-only CPU (the AMD EPYCs this project was first built on), two threads.
     "avx2-2threads": lambda: {
-        "ATEN_CPU_CAPABILITY": "avx2", "NPY_DISABLE_CPU_FEATURES": _numpy_targets(keep_avx2=True),
+        "ATEN_CPU_CAPABILITY": "avx2", "NPY_DISABLE_CPU_FEATURES": _numpy_targets(above_avx2=True),
         "OPENBLAS_CORETYPE": "Haswell", "OMP_NUM_THREADS": "2",
     },
 }  # fmt: skip
