@@ -38,8 +38,8 @@ from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
 from exo2ego_edge.export.bundle_writer import make_manifest, ort_requirement, provenance
 from exo2ego_edge.export.clip_frames import load_clips, random_clips
 from exo2ego_edge.export.onnx_graphs import GraphIO
-from exo2ego_edge.perf.roofline import bundle_costs
 from exo2ego_edge.export.parity import DEFAULT_THRESHOLDS, ParityThresholds, make_goldens, measure_parity
+from exo2ego_edge.perf.roofline import bundle_costs
 from exo2ego_edge.runtime.verify import save_golden
 
 log = logging.getLogger(__name__)
