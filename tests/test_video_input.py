@@ -156,22 +156,45 @@ def test_probe(tmp_path):
     assert info.duration == pytest.approx(1.0, abs=0.15)
 
 
-def test_frames_skipped_by_the_decoder_are_never_the_ones_shown(tmp_path):
-    """The sampler leaves unreferenced frames undecoded (skip_frame): with B-frames in the stream,
-    every sampled frame must still be the one on screen at its time, as a full decode shows it."""
+def write_x264(path: Path, frames: list[np.ndarray], fps: int, params: str) -> Path:
     import av
 
-    from exo2ego_edge.runtime.video import sample_times, to_model_frame
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), mode="w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"x264-params": params}
+        for img in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        c.mux(s.encode())
+    return path
+
+
+@pytest.mark.parametrize("params", ["bframes=3", "keyint=6:open-gop=1:bframes=3", "keyint=4:bframes=0"])
+def test_frames_skipped_by_the_decoder_are_never_the_ones_shown(tmp_path, params):
+    """The sampler leaves unreferenced frames undecoded (skip_frame) and jumps to the keyframe before
+    the next frame it shows: every sampled frame must still be the one on screen at its time, as a
+    full decode shows it (B-frames, one keyframe; open GOPs every 6 frames; I/P every 4)."""
+    import av
+
+    from exo2ego_edge.runtime.video import _plan, sample_times, to_model_frame
 
     base = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     frames = [np.roll(base, 2 * i, axis=1) for i in range(45)]  # smooth motion: the encoder picks B-frames
-    path = write_video(tmp_path / "bframes.mp4", frames, "libx264", fps=15)
+    path = write_x264(tmp_path / "clip.mp4", frames, 15, params)
     with av.open(str(path)) as c:
         decoded = [(f.time, to_model_frame(f, 32)) for f in c.decode(video=0)]
-    with av.open(str(path)) as c:  # the stream has frames the decoder may skip, or this tests nothing
-        c.streams.video[0].codec_context.skip_frame = "NONREF"
-        assert len(decoded) == 45 > len(list(c.decode(video=0)))
-    for n, window in ((7, (None, None)), (5, (0.4, 2.1)), (16, (1.0, 2.9))):
+    assert len(decoded) == 45
+    with av.open(str(path)) as c:  # the shortcuts are really taken, or this tests nothing
+        stream = c.streams.video[0]
+        plan = _plan(c, stream, sample_times(0.0, 3.0, 3), 3.0)
+        if "keyint" in params:
+            assert plan.jump(-1.0, 0.0)[0] > 0  # straight to the keyframe before the first sample
+        else:
+            c.seek(0)
+            stream.codec_context.skip_frame = "NONREF"
+            assert len(list(c.decode(stream))) < 45
+    for n, window in ((7, (None, None)), (5, (0.4, 2.1)), (16, (1.0, 2.9)), (3, (0.0, 3.0))):
         start, end = window[0] or 0.0, window[1] or decoded[-1][0] + 1 / 15
         want = [next(img for t, img in reversed(decoded) if t <= target) for target in sample_times(start, end, n)]
         np.testing.assert_array_equal(decode_clip(path, *window, num_frames=n, size=32), np.stack(want))
