@@ -264,10 +264,8 @@ def _plan(container, stream, targets: np.ndarray, t1: float) -> _Plan | None:
     if not times:
         return None
     order = sorted(times, key=times.get)
-    shown = set()
-    for t in targets:
-        before = [pts for pts in order if times[pts] <= t]
-        shown.add(before[-1] if before else order[0])
+    ordered_times = [times[pts] for pts in order]
+    shown = {order[max(bisect.bisect_right(ordered_times, t) - 1, 0)] for t in targets}
     return _Plan(shown, sorted(times[pts] for pts in shown), sorted(keyframes))
 
 
