@@ -62,6 +62,10 @@ class BenchConfig:
     stream_bytes: int | None = None  # STREAM array size (default: 4x the last-level cache, >= 64 MiB)
     gemm_size: int = 1024  # M = N = K of the GEMM ceiling
     os_reserve_bytes: int = jetson.DEFAULT_OS_RESERVE_BYTES
+    # Decode speed against the KV cache's length: a decode step at each of these contexts (those
+    # the bundle's max_seq leaves room for), each after a prefill of random tokens.
+    contexts: list[int] = field(default_factory=lambda: [512, 2048, 4096])
+    context_steps: int = 16
 
     def __post_init__(self) -> None:
         problems = []
@@ -75,6 +79,8 @@ class BenchConfig:
             problems.append(f"new-tokens must be >= 2 (one prefill token + decode steps), got {self.new_tokens}")
         if self.prompt_tokens < 1:
             problems.append(f"prompt-tokens must be >= 1, got {self.prompt_tokens}")
+        if any(c < 1 for c in self.contexts) or self.context_steps < 1:
+            problems.append(f"contexts and context steps must be positive, got {self.contexts}, {self.context_steps}")
         if problems:
             from exo2ego_edge.errors import UserError
 
@@ -265,6 +271,7 @@ def run_benchmark(
                    "ignore_eos": True},
         "system": sysinfo.describe_system(),
         "results": results,
+        "decode_vs_context": decode_vs_context(rt, config.contexts, config.context_steps, config.warmup),
     }
     if config.roofline:
         _add_roofline(report, bundle, manifest, config)
@@ -272,6 +279,31 @@ def run_benchmark(
         report["roofline"] = {"available": False, "reason": "disabled (--no-roofline)"}
         report["jetson_projection"] = None
     return report
+
+
+def decode_vs_context(rt, contexts: list[int], steps: int, warmup: int) -> list[dict[str, Any]]:
+    """Per-token decode latency with ``context`` positions already in the KV cache, for each
+    context the bundle's ``max_seq`` leaves ``warmup + steps`` tokens of room after: how the cost
+    of reading (and, with ping-pong buffers, copying) the cache grows with its length."""
+    dec, prompt = rt.decoder, rt.prompt
+    max_seq = rt.manifest.decoder.max_seq
+    rng = np.random.default_rng(0)
+    out = []
+    for context in contexts:
+        if context + warmup + steps > max_seq:
+            out.append({"context": context, "skipped": f"above the bundle's max_seq {max_seq} with {warmup + steps} steps"})
+            continue
+        ids = rng.integers(0, rt.manifest.decoder.vocab_size, context).tolist()
+        prefix, _ = dec.extend(None, prompt.embed(ids))
+        state, token = dec.start(prefix), prompt.embed(ids[-1:])
+        times = []
+        for i in range(warmup + steps):
+            t = time.perf_counter()
+            dec.step(state, token)
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
+        out.append({"context": context, "decode_per_token_ms": summarize(times)})
+    return out
 
 
 def _skip_reason(manifest: Manifest, frames: int, context: int) -> str | None:
@@ -515,6 +547,7 @@ def to_markdown(report: dict[str, Any]) -> str:
                       f"| vision (compute, {v['gemm']}) | {v['flops'] / 1e9:.2f} GFLOP | {v['bound_ms']:.2f} | "
                       f"{_fmt(v['measured_p50_ms'])} | {_pct(v['fraction_of_compute_bound'])} |"]
         lines.append("")
+    lines += _context_lines(report.get("decode_vs_context") or [])
     rl = report.get("roofline") or {}
     if rl.get("available"):
         bw = rl["bandwidth"]
@@ -545,6 +578,23 @@ def to_markdown(report: dict[str, Any]) -> str:
     if sysd["jetson"]:
         lines.append(f"Jetson: {sysd['jetson']}.")
     return "\n".join(lines) + "\n"
+
+
+def _context_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Decode per token against the KV cache's length, as ratios to the shortest context measured."""
+    measured = [r for r in rows if "skipped" not in r]
+    if not measured:
+        return []
+    base = measured[0]["decode_per_token_ms"]["p50"]
+    lines = ["## Decode against context length", "", "| context | p50 ms/token | p90 | tokens/s | x shortest |",
+             "|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['context']} | skipped: {r['skipped']} | | | |")
+            continue
+        s = r["decode_per_token_ms"]
+        lines.append(f"| {r['context']} | {_fmt(s['p50'], 3)} | {_fmt(s['p90'], 3)} | {1e3 / s['p50']:.1f} | {s['p50'] / base:.2f} |")
+    return lines + [""]
 
 
 def _gib(n: int | None) -> str:

@@ -33,7 +33,8 @@ def small_clip(tmp_path_factory):
 def report(tiny_bundle, small_clip):
     # Small STREAM arrays and GEMM: the test checks the arithmetic and schema, not this machine.
     config = bench_harness.BenchConfig(frames=[2, 4, 64], prompt_tokens=8, new_tokens=5, runs=3, warmup=1,
-                                       video=str(small_clip), stream_bytes=16 << 20, gemm_size=256)
+                                       video=str(small_clip), stream_bytes=16 << 20, gemm_size=256,
+                                       contexts=[16, 128, 1 << 20], context_steps=4)
     ticks = []
     out = bench_harness.run_benchmark(tiny_bundle, config, progress=ticks.append)
     out["_ticks"] = ticks
@@ -43,6 +44,15 @@ def report(tiny_bundle, small_clip):
 def test_report_follows_the_schema(report):
     assert bench_harness.schema_problems(report) == []
     json.dumps(report)  # serialisable as is
+
+
+def test_decode_is_timed_at_each_context_the_bundle_has_room_for(report):
+    short, long, too_long = report["decode_vs_context"]
+    assert (short["context"], long["context"]) == (16, 128) and "above the bundle's max_seq" in too_long["skipped"]
+    for row in (short, long):
+        s = row["decode_per_token_ms"]
+        assert s["n"] == 4 and 0 < s["min"] <= s["p50"] <= s["max"]
+    assert "## Decode against context length" in bench_harness.to_markdown(report)
 
 
 def test_a_random_weight_bundle_says_so_and_loads_without_the_failed_parity_warning(report, tiny_bundle, caplog):

@@ -18,16 +18,16 @@ from exo2ego_edge.errors import UserError
 DEFAULT_FRAMES = (8, 16)
 
 
-def _frame_list(ctx, param, value: str | None) -> list[int] | None:
+def _positive_ints(ctx, param, value: str | None) -> list[int] | None:
     if value is None:
         return None
     try:
-        frames = [int(x) for x in value.split(",") if x.strip()]
+        numbers = [int(x) for x in value.split(",") if x.strip()]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers, got '{value}'") from None
-    if not frames or any(f < 1 for f in frames):
-        raise click.BadParameter(f"frame counts must be positive, got '{value}'")
-    return frames
+    if not numbers or any(n < 1 for n in numbers):
+        raise click.BadParameter(f"expected positive integers, got '{value}'")
+    return numbers
 
 
 @click.command(name="bench")
@@ -41,13 +41,15 @@ def _frame_list(ctx, param, value: str | None) -> list[int] | None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True,
               help="ONNX Runtime provider for --backend ort.")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (default: ONNX Runtime's choice).")
-@click.option("--frames", callback=_frame_list,
+@click.option("--frames", callback=_positive_ints,
               help="Frame counts to sweep [8,16, those the bundle accepts; else its max frames].")
 @click.option("--prompt-tokens", type=int, default=32, show_default=True, help="Question tokens after the video.")
 @click.option("--new-tokens", type=int, default=32, show_default=True, help="Answer tokens (stop token ignored).")
 @click.option("--runs", type=int, default=10, show_default=True)
 @click.option("--warmup", type=int, default=2, show_default=True)
 @click.option("--video", type=click.Path(exists=True, dir_okay=False), help="A clip to decode (default: synthetic H.264).")
+@click.option("--contexts", default="512,2048,4096", show_default=True, callback=_positive_ints,
+              help="KV-cache lengths to time a decode step at (those the bundle's max_seq allows).")
 @click.option("--no-roofline", is_flag=True, help="Skip the bandwidth / GEMM measurements and the graph walk.")
 @click.option("--os-reserve-gb", type=float, default=2.0, show_default=True,
               help="Memory the Jetson projection leaves to the OS and CUDA stack.")
@@ -56,7 +58,7 @@ def _frame_list(ctx, param, value: str | None) -> list[int] | None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG chart (needs matplotlib).")
 def bench(bundle: Path | None, preset: str | None, precision: str, llm_layers: int | None, cache_dir: Path | None,
           backend: str, device: str, threads: int | None, frames: list[int] | None, prompt_tokens: int, new_tokens: int,
-          runs: int, warmup: int, video: str | None, no_roofline: bool, os_reserve_gb: float,
+          runs: int, warmup: int, video: str | None, contexts: list[int], no_roofline: bool, os_reserve_gb: float,
           json_path: Path | None, md_path: Path | None, plot_path: Path | None) -> None:
     """Latency benchmark of a bundle: per-stage p50/p90/p99, tokens/s, frames/s, memory, power,
     achieved fraction of this machine's bandwidth and compute rooflines, and a Jetson projection.
@@ -80,7 +82,7 @@ def bench(bundle: Path | None, preset: str | None, precision: str, llm_layers: i
     config = bench_harness.BenchConfig(
         frames=frames, prompt_tokens=prompt_tokens, new_tokens=new_tokens, runs=runs, warmup=warmup,
         backend=backend, device=device, threads=threads, video=video, roofline=not no_roofline,
-        os_reserve_bytes=int(os_reserve_gb * 2**30),
+        os_reserve_bytes=int(os_reserve_gb * 2**30), contexts=contexts,
     )
     total = len(frames) * (runs + warmup)
     with click.progressbar(length=total, label="bench", file=sys.stderr, show_pos=True,
