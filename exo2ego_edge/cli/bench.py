@@ -49,7 +49,7 @@ def _positive_ints(ctx, param, value: str | None) -> list[int] | None:
 @click.option("--warmup", type=int, default=2, show_default=True)
 @click.option("--video", type=click.Path(exists=True, dir_okay=False), help="A clip to decode (default: synthetic H.264).")
 @click.option("--contexts", default="512,2048,4096", show_default=True, callback=_positive_ints,
-              help="KV-cache lengths to time a decode step at (those the bundle's max_seq allows).")
+              help="KV-cache lengths to time a decode step at (or as close as the bundle's max_seq allows).")
 @click.option("--no-roofline", is_flag=True, help="Skip the bandwidth / GEMM measurements and the graph walk.")
 @click.option("--os-reserve-gb", type=float, default=2.0, show_default=True,
               help="Memory the Jetson projection leaves to the OS and CUDA stack.")
