@@ -292,6 +292,8 @@ def decode_vs_context(rt, contexts: list[int], steps: int, warmup: int) -> list[
     out = []
     for requested in contexts:
         context = min(requested, max_seq - warmup - steps)
+        if any(r.get("context") == context for r in out):  # several requests past max_seq: measured once
+            continue
         if context < 1:
             out.append({"context": requested, "skipped": f"the bundle's max_seq {max_seq} leaves no room for {warmup + steps} steps"})
             continue

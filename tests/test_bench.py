@@ -167,3 +167,10 @@ def test_a_damaged_cached_bundle_is_rebuilt(tmp_path):
     (first / "manifest.json").unlink()  # e.g. a user tidied the cache by hand
     again = build_random_bundle("egosim-tiny", "fp32", cache_dir=tmp_path, max_frames=4)
     assert again == first and load_manifest(again, verify=True)
+
+
+def test_contexts_past_the_bundle_limit_are_measured_once(tiny_bundle):
+    from exo2ego_edge.runtime import Runtime
+
+    rows = bench_harness.decode_vs_context(Runtime.load(tiny_bundle), [10**6, 10**7], steps=2, warmup=0)
+    assert [(r["context"], r["requested"]) for r in rows] == [(Runtime.load(tiny_bundle).manifest.decoder.max_seq - 2, 10**6)]
