@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import inspect
-import json
 import logging
 import random
 import re
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from exo2ego_edge.data.clips import DEFAULT_WEARER
+from exo2ego_edge.data.egoexo4d import load_json
 from exo2ego_edge.data.instructions import rewrite_wearer
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.eval.questions import Question, read_suite
@@ -101,18 +101,9 @@ def _reading(benchmark: str, questions: list[Question], *folders: Path) -> Readi
 
 
 # --- small readers --------------------------------------------------------------------------------
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-
-
 def _rows(path: Path, limit: int | None) -> list[dict]:
     """A JSON list of records, the first ``limit`` of them."""
-    rows = _json(path)
+    rows = load_json(path)
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise UserError(f"{path}: expected a JSON list of records")
     return rows[:limit]
@@ -166,7 +157,7 @@ def read_egoschema(questions: Path, videos: Path, answers: Path | None = None, l
     ``subset_answers.json`` {q_uid: index} answers the public 500, the rest are scored only by
     EgoSchema's own server (:func:`predict_choices` makes the file it takes). Videos ``<q_uid>.mp4``
     (3 min, frames sampled over the whole video)."""
-    truth = _json(answers) if answers is not None else {}
+    truth = load_json(answers) if answers is not None else {}
     out = []
     for i, row in enumerate(_rows(questions, limit)):
         _need(row, ("q_uid", "question", "option 0"), f"{questions} item {i}")
@@ -454,7 +445,7 @@ def read_egomcq(annotations: Path, videos: Path, limit: int | None = None) -> Re
     {video_uid, clip_start, clip_end, ...}}, answer, types (1 inter-video, 2 intra-video)}}: pick the
     clip that matches the text, each clip scored by the text's log-likelihood given it."""
     out = []
-    for qid, row in list(_json(annotations).items())[:limit]:
+    for qid, row in list(load_json(annotations).items())[:limit]:
         _need(row, ("query", "choices", "answer", "types"), f"{annotations} item {qid}")
         choices = [row["choices"][k] for k in sorted(row["choices"], key=int)]
         candidates = [{"video": _video(videos, c["video_uid"]), "start": float(c["clip_start"]),
@@ -483,7 +474,7 @@ def read_egobench(data: str | Path) -> list[Reading]:
     data = Path(data)
     if data.is_dir():
         return [_reading(task, qs) for task, qs in read_suite(data).items()]
-    config = _json(data)
+    config = load_json(data)
     if not isinstance(config, dict):
         raise UserError(f"{data}: expected a JSON object mapping benchmark names to their files")
     unknown = sorted(set(config) - set(READERS))
@@ -524,12 +515,12 @@ def load_egobench(data: str | Path, tasks: list[str] | None = None) -> dict[str,
 def predict_choices(scorer: Any, questions: list[Question], normalize: str = "mean",
                     frames: dict | None = None, progress: bool = False) -> dict[str, int]:
     """Question id -> the option the scorer picks, as scoring picks it; answers need not be public
-    (EgoSchema's server takes this mapping). ``frames``: a scoring frame cache, read, never grown."""
+    (EgoSchema's server takes this mapping). ``frames``: the scoring frame cache, shared."""
     import sys
 
     import click
 
-    from exo2ego_edge.eval.scoring import clip_frames
+    from exo2ego_edge.eval.scoring import asked_question, clip_frames
 
     by_clip: dict[Any, list[Question]] = defaultdict(list)
     for q in questions:
@@ -538,13 +529,8 @@ def predict_choices(scorer: Any, questions: list[Question], normalize: str = "me
     shown = progress and sys.stderr.isatty()
     with click.progressbar(list(by_clip.values()), label="predictions", file=sys.stderr, hidden=not shown) as bar:
         for qs in bar:
-            key = (qs[0].clip_key, scorer.num_frames, scorer.image_size)
-            pixels = (frames or {}).get(key)
-            if pixels is None:
-                pixels = clip_frames(qs[0], scorer.num_frames, scorer.image_size)
-            clip = scorer.encode(pixels)
-            for q in qs:  # a model is asked its own caption question, as scoring asks it
-                asked = scorer.caption_question if q.question == CAPTION_QUESTION else q.question
-                scores = scorer.option_scores(clip, asked, q.options, q.prefix_options)
+            clip = scorer.encode(clip_frames(qs[0], scorer.num_frames, scorer.image_size, frames))
+            for q in qs:
+                scores = scorer.option_scores(clip, asked_question(scorer, q), q.options, q.prefix_options)
                 out[q.id] = int(np.argmax([s.value(normalize) for s in scores]))
     return out

@@ -402,13 +402,13 @@ def _score_clip(scorer: Scorer, questions: list[Question], indices: list[int], k
         if kind == "clip_choice":
             results[i] = _clip_choice(scorer, q, clip, normalize, frames)
         elif kind == "open":
-            results[i] = scorer.answer(clip, _asked(scorer, q))
+            results[i] = scorer.answer(clip, asked_question(scorer, q))
         else:
-            opts = scorer.option_scores(clip, _asked(scorer, q), q.options, q.prefix_options)
+            opts = scorer.option_scores(clip, asked_question(scorer, q), q.options, q.prefix_options)
             results[i] = np.array([o.value(normalize) for o in opts])
 
 
-def _asked(scorer: Scorer, q: Question) -> str:
+def asked_question(scorer: Scorer, q: Question) -> str:
     """Suites ask for captions with CAPTION_QUESTION; a model is asked the caption question it was
     trained with (ModelConfig.caption_question), so changing that config changes what it is asked."""
     return scorer.caption_question if q.question == CAPTION_QUESTION else q.question
@@ -425,7 +425,7 @@ def _clip_choice(scorer: Scorer, q: Question, own_clip, normalize: str, frames: 
             probe = Question(id=q.id, task=q.task, kind="open", video=c["video"], start=c.get("start"),
                              end=c.get("end"), question=q.question, answer="")
             clip = scorer.encode(clip_frames(probe, scorer.num_frames, scorer.image_size, frames))
-        out.append(scorer.option_scores(clip, _asked(scorer, q), q.options[:1], q.prefix_options)[0].value(normalize))
+        out.append(scorer.option_scores(clip, asked_question(scorer, q), q.options[:1], q.prefix_options)[0].value(normalize))
     return np.array(out)
 
 
