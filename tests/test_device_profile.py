@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from exo2ego_edge.assets import SAMPLE_CLIP, SHIPPED_BUNDLE
+from helpers.imports import blocking_site
 
 ROOT = Path(__file__).resolve().parents[1]
 JETSON_OUTPUTS = ROOT.parent / "shared" / "jetson-outputs"
@@ -35,14 +36,6 @@ BLOCKED = (*ABSENT, "tqdm", "yaml")  # tqdm and yaml are installed (via tokenize
 
 pytestmark = pytest.mark.slow
 
-BLOCKER = f"""
-import sys
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {BLOCKED!r}:
-            raise ImportError(f"{{name}} is not part of a device install")
-sys.meta_path.insert(0, _Block())
-"""
 
 
 def _python310() -> str | None:
@@ -75,8 +68,7 @@ def device(tmp_path_factory) -> dict:
         done = subprocess.run([*pip, "-e", f"{ROOT}[runtime]", *PINS], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         marker.write_text(stamp)
-    site = tmp_path_factory.mktemp("blocker")
-    (site / "sitecustomize.py").write_text(BLOCKER)
+    site = blocking_site(tmp_path_factory.mktemp("blocker"), BLOCKED, "is not part of a device install")
     return {"python": str(venv / "bin" / "python"), "cli": str(venv / "bin" / "exo2ego-edge"),
             "env": {**os.environ, "PYTHONPATH": str(site)}, "work": tmp_path_factory.mktemp("device")}
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.imports import import_blocker
+
 ROOT = Path(__file__).resolve().parents[1]
 PKG = "exo2ego_edge"
 
@@ -34,17 +36,6 @@ RULES = {
 }  # fmt: skip
 TORCH_MODULES = {f"{PKG}.model"}  # core's one torch module (DESIGN.md: torch only in the model modules)
 
-BLOCKER = """
-import importlib, sys
-blocked = tuple(sys.argv[1].split(","))
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name in blocked or name.startswith(tuple(b + "." for b in blocked)):
-            raise ImportError(f"{name} is outside this layer")
-sys.meta_path.insert(0, Block())
-for module in sys.argv[2:]:
-    importlib.import_module(module)
-"""
 
 
 def _modules(layer: str) -> list[str]:
@@ -62,6 +53,7 @@ def test_layer_imports_with_everything_else_blocked(layer):
     blocked = [p for p in HEAVY if p not in allowed]
     blocked += [lay for lay in LAYERS if lay != f"{PKG}.{layer}" and lay not in below]
     blocked += sorted(TORCH_MODULES) if "torch" not in allowed else []
-    run = subprocess.run([sys.executable, "-c", BLOCKER, ",".join(blocked), *_modules(layer)],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    code = import_blocker(blocked, "is outside this layer") + "\nimport importlib\n" + "".join(
+        f"importlib.import_module({m!r})\n" for m in _modules(layer))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr.strip().splitlines()[-1]

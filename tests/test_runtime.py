@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 from exo2ego_edge.cli import main
 from exo2ego_edge.runtime import BackendError, BundleError, PromptError, Runtime, Sampling
 from exo2ego_edge.runtime.generate import TokenPicker, generate
+from helpers.imports import blocking_site
 from helpers.students import QUESTIONS, frames_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -261,20 +261,9 @@ def test_cli_bad_input_is_one_line(case, bundle_dir, clips, tmp_path, capsys):
 
 
 # --- torch-free --------------------------------------------------------------------------------
-BLOCKER = '''
-import importlib.abc, sys
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "transformers", "optimum"):
-            raise ImportError(f"{name} is blocked: the runtime must not import it")
-        return None
-sys.meta_path.insert(0, _Block())
-'''
-
-
 def test_runtime_and_cli_work_with_torch_unimportable(bundle_dir, clips, tmp_path):
-    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(BLOCKER))
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    site = blocking_site(tmp_path, ("torch", "transformers", "optimum"), "is blocked: the runtime must not import it")
+    env = {**os.environ, "PYTHONPATH": str(site)}
     probe = "import exo2ego_edge.runtime, sys\ntry:\n import torch\nexcept ImportError:\n print('blocked')"
     r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "blocked" in r.stdout, r.stderr
