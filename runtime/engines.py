@@ -214,7 +214,6 @@ def build_engines(bundle: str | Path, precision: str | None = None, dla_core: in
         raise UserError(f"--max-frames / --max-seq must be within the bundle's limits 1..{d.max_frames} / "
                         f"2..{d.max_seq} (got {max_frames}, {max_seq})")
     graphs = engine_graphs(manifest, precision)
-    require_tensorrt()
     with tempfile.TemporaryDirectory(dir=bundle, prefix=".engines-") as tmp:
         engines = build_bundle_engines(bundle, graphs, max_frames, max_seq, dla_core, timing_cache, out=Path(tmp))
         old = bundle / ENGINES_DIR
