@@ -73,6 +73,26 @@ def overfit(model, frames, prompts: list, answers: list, target_loss: float = 0.
     return max_steps, loss.item()
 
 
+def _new_student(texts: list[str], vocab: int, seed: int):
+    """A tiny student with random weights and a tokenizer trained on ``texts``: (model, tokenizer)."""
+    import torch
+
+    from exo2ego_edge.model import Exo2Ego
+    from exo2ego_edge.prompt import get_template, train_bpe
+
+    base = ModelConfig.from_name("egosim-tiny")
+    tok = train_bpe(texts * 4, vocab, get_template(base.chat_template), base.system_prompt)
+    torch.manual_seed(seed)
+    return Exo2Ego(tiny_config(tok.vocab_size), student=True), tok
+
+
+def _save(model, tok, folder: str | Path, note: str) -> Path:
+    folder = Path(folder)
+    model.eval().save_pretrained(folder, note=note)
+    tok.save(folder / "tokenizer.json")
+    return folder
+
+
 def make_tiny_student(folder: str | Path, overfit_to: float | None = 0.05, seed: int = 0, vocab: int = 320,
                       captions: int = len(CAPTIONS)) -> Path:
     """Write a student checkpoint folder (config, weights, checkpoint.json, tokenizer.json).
@@ -82,15 +102,8 @@ def make_tiny_student(folder: str | Path, overfit_to: float | None = 0.05, seed:
     """
     import torch
 
-    from exo2ego_edge.model import Exo2Ego
-    from exo2ego_edge.prompt import get_template, train_bpe
-
-    folder = Path(folder)
-    base = ModelConfig.from_name("egosim-tiny")
-    tok = train_bpe([*CAPTIONS, QUESTION] * 4, vocab, get_template(base.chat_template), base.system_prompt)
-    cfg = tiny_config(tok.vocab_size)
-    torch.manual_seed(seed)
-    model = Exo2Ego(cfg, student=True)
+    model, tok = _new_student([*CAPTIONS, QUESTION], vocab, seed)
+    cfg = model.cfg
     if overfit_to is not None:
         frames = torch.from_numpy(np.stack([clip_frames_for(i, cfg.num_frames, cfg.vision.image_size) for i in range(captions)]))
         prompts = [tok.prompt_ids(cfg.system_prompt, QUESTION)] * captions
@@ -99,10 +112,7 @@ def make_tiny_student(folder: str | Path, overfit_to: float | None = 0.05, seed:
         if loss >= overfit_to:
             raise RuntimeError(f"the tiny student's loss is {loss:.3f} after {steps} steps, not < {overfit_to}")
         log.info("overfit loss %.3f after %d steps", loss, steps)
-    model.eval()
-    model.save_pretrained(folder, note="export test fixture")
-    tok.save(folder / "tokenizer.json")
-    return folder
+    return _save(model, tok, folder, "export test fixture")
 
 
 # A freshly initialised LLM answers every prompt with one repeated token, which would make a
@@ -111,22 +121,13 @@ def make_tiny_student(folder: str | Path, overfit_to: float | None = 0.05, seed:
 def make_chaotic_student(folder: Path, seed: int = 0) -> Path:
     import torch
 
-    from exo2ego_edge.model import Exo2Ego
-    from exo2ego_edge.prompt import get_template, train_bpe
-
-    base = ModelConfig.from_name("egosim-tiny")
-    tok = train_bpe([*CAPTIONS, QUESTION, *QUESTIONS] * 4, 320, get_template(base.chat_template), base.system_prompt)
-    cfg = tiny_config(tok.vocab_size)
-    torch.manual_seed(seed)
-    model = Exo2Ego(cfg, student=True).eval()
+    model, tok = _new_student([*CAPTIONS, QUESTION, *QUESTIONS], 320, seed)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for p in model.llm.parameters():
             if p.dim() == 2:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.25)
-    model.save_pretrained(folder, note="runtime test fixture")
-    tok.save(folder / "tokenizer.json")
-    return folder
+    return _save(model, tok, folder, "runtime test fixture")
 
 
 def frames_of(n: int, size: int, seed: int) -> np.ndarray:
