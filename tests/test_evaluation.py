@@ -3,7 +3,7 @@
 import pytest
 
 from exo2ego_edge.train.evaluation import (
-    balanced_accuracy, chance_levels, object_matches, object_phrase, verb_matches,
+    answer_parts, balanced_accuracy, chance_levels, object_matches, object_phrase, verb_matches,
 )
 
 
@@ -31,6 +31,13 @@ def test_object_phrase_is_the_noun_with_its_qualifier():
     assert object_phrase("I am cutting the knife.", "knife") == "knife"  # a determiner is no qualifier
     assert object_phrase("I am opening the green box.", "box") == "green box"
     assert object_matches("I am picking up the green boxes.", "green box")
+
+
+def test_answer_parts_tell_a_wrong_colour_from_a_right_answer():
+    row = {"verb": "push", "object": "bowl", "answer": "I am pushing the orange bowl."}
+    assert answer_parts("I am pushing the blue bowl.", row) == {"verb": True, "object": True, "colour": False}
+    assert answer_parts("I am pushing the orange bowl.", row) == {"verb": True, "object": True, "colour": True}
+    assert answer_parts("I am opening the orange box.", row) == {"verb": False, "object": False, "colour": False}
 
 
 def test_chance_levels_majority_and_guessing():

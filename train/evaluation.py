@@ -74,6 +74,15 @@ def object_phrase(reference: str, obj: str) -> str:
     return f"{m.group(1)} {obj.lower()}" if m and m.group(1) not in _DETERMINERS else obj.lower()
 
 
+def answer_parts(answer: str, row: dict) -> dict[str, bool]:
+    """Which parts of an instruction row's reference ``answer`` gets right: the verb, the object
+    noun, and the word that qualifies it (the colour in the simulator: see :func:`object_phrase`)."""
+    noun = object_matches(answer, row["object"])
+    qualifier = object_phrase(row["answer"], row["object"])
+    return {"verb": verb_matches(answer, row["verb"]), "object": noun,
+            "colour": noun and object_phrase(answer, row["object"]) == qualifier}
+
+
 @dataclass
 class EvalResult:
     n: int
@@ -161,7 +170,7 @@ def evaluate_doing(model, tokenizer, frames: torch.Tensor, rows: list[dict], bat
     phrases = [object_phrase(r["answer"], r["object"]) for r in rows]
     # The answer's first mention of the noun must carry the reference's qualifier: "the red block
     # on the blue block" does not name the blue block as the one being moved.
-    phrase_ok = [ok and object_phrase(a, r["object"]) == p for a, r, p, ok in zip(answers, rows, phrases, obj_ok)]
+    phrase_ok = [answer_parts(a, r)["colour"] for a, r in zip(answers, rows)]
     cv, rv = chance_levels([r["verb"] for r in rows])
     co, ro = chance_levels([r["object"] for r in rows])
     cb, rb = chance_levels([(r["verb"], r["object"]) for r in rows])
