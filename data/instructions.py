@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from exo2ego_edge.prompt import DOING_QUESTION
+from exo2ego_edge.prompt import DOING_QUESTION, TURN_QUESTION
 
 COLOURS = frozenset(
     "red green blue yellow orange purple pink white black grey gray brown silver gold".split()
@@ -229,7 +229,7 @@ def make_instructions(text: str) -> list[Instruction]:
         d = action.direction
         return [
             Instruction(DOING_QUESTION, f"I am turning {d}.", "turn", None, "doing"),
-            Instruction("Which way am I turning?", f"{d.capitalize()}.", "turn", None, "turn"),
+            Instruction(TURN_QUESTION, f"{d.capitalize()}.", "turn", None, "turn"),
         ]
     obj, place = action.object_phrase, action.place_phrase
     doing = f"I am {action.verb_ing} {obj}" + (f" {place}" if place else "") + "."

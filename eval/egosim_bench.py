@@ -15,7 +15,7 @@ in ``seed``: each task draws from its own ``numpy`` generator seeded by (seed, t
 | overall_goal          | EgoSchema      | choice (5) | the whole take                | 20%         |
 | task_state            | EgoTaskQA      | choice (4) | the put-in action             | 25%         |
 | next_step             | EgoPlan        | choice (4) | the current action            | 25%         |
-| navigation            | VLN-QA         | choice (2) | the head turn                 | 50%         |
+| navigation            | VLN-QA         | choice (2) | 1 s around the head turn      | 50%         |
 | text_to_clip          | EK-100 MIR     | retrieval  | 1 s around an action          | random rank |
 
 (EgoMCQ's two settings are two tasks; the suite's headline average weights each of the paper's
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ from exo2ego_edge.data.clips import DEFAULT_WEARER, clip_window
 from exo2ego_edge.data.instructions import ing_form, rewrite_wearer
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.eval.questions import Question, write_questions
-from exo2ego_edge.prompt import CAPTION_QUESTION, DOING_QUESTION
+from exo2ego_edge.prompt import CAPTION_QUESTION, DOING_QUESTION, TURN_QUESTION
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +165,33 @@ def _choice(task: str, qid: str, take: TakeRecord, start, end, question: str, co
 
 
 def _distinct(candidates: list[str], exclude: set[str], k: int, rng: np.random.Generator) -> list[str] | None:
-    pool = sorted({c for c in candidates if c not in exclude})
+    """``k`` different texts of ``candidates`` outside ``exclude``, each drawn in proportion to how
+    often it occurs there: a text that is often the right answer is as often a wrong option, so
+    no fixed answer beats chance (drawn uniformly, the commonest goal was right in 43% of the
+    overall-goal questions that offered it, against a chance of 20%)."""
+    counts = Counter(c for c in candidates if c not in exclude)
+    pool = sorted(counts)
     if len(pool) < k:
         return None
-    return [pool[i] for i in rng.choice(len(pool), size=k, replace=False)]
+    weights = np.array([counts[c] for c in pool], dtype=float)
+    return [pool[i] for i in rng.choice(len(pool), size=k, replace=False, p=weights / weights.sum())]
+
+
+def _with_default(correct: str, default: str, candidates: list[str], k: int, rng) -> list[str] | None:
+    """``k`` distractors that always include ``default`` (the answer a model can learn to give
+    without looking, such as "Nothing."), unless it is the correct answer."""
+    always = [] if correct == default else [default]
+    rest = _distinct(candidates, {correct, default}, k - len(always), rng)
+    return None if rest is None else always + rest
+
+
+def _rarely(questions: list[Question], default: str, n: int, rng) -> list[Question]:
+    """At most ``n`` questions, of which ``default`` answers at most the chance share (1 / options)."""
+    hit = [q for q in questions if q.options[q.answer] == default]
+    rest = [q for q in questions if q.options[q.answer] != default]
+    width = len(questions[0].options) if questions else 1
+    n_hit = min(len(hit), len(rest) // (width - 1), n // width)
+    return _cap(rest, n - n_hit, rng) + _cap(hit, n_hit, rng)
 
 
 def _cap(items: list, limit: int, rng: np.random.Generator) -> list:
@@ -236,14 +260,17 @@ def candidate_places(take: TakeRecord, oid: str) -> list[str]:
 
 
 def gen_episodic_memory(takes: list[TakeRecord], n: int, rng) -> list[Question]:
+    """Where an object was last put. "On the table." is offered every time and is the answer of at
+    most a quarter of the questions (it was the answer of many more: objects often end on the table)."""
     out = []
     for t in takes:
+        table = place_phrase(t, "on", "table")
         for oid in t.objects:
             put = last_put(t, oid)
             if put is None:
                 continue
             correct = place_phrase(t, put["relation"], put["target"])
-            distractors = _distinct(candidate_places(t, oid), {correct}, 3, rng)
+            distractors = _with_default(correct, table, candidate_places(t, oid), 3, rng)
             if distractors is None:
                 continue
             # From the put to the end: the object stays where it was last put (it is C's last put).
@@ -251,7 +278,7 @@ def gen_episodic_memory(takes: list[TakeRecord], n: int, rng) -> list[Question]:
             out.append(_choice("episodic_memory", f"em-{t.name}-{oid}", t, start, t.duration,
                                f"Where did I put the {t.name_of(oid)}?", correct, distractors, rng,
                                {"object": oid, "action": put["index"]}))
-    return _cap(out, n, rng)
+    return _rarely(out, sentence("on the table"), n, rng)
 
 
 def gen_overall_goal(takes: list[TakeRecord], n: int, rng) -> list[Question]:
@@ -267,6 +294,9 @@ def gen_overall_goal(takes: list[TakeRecord], n: int, rng) -> list[Question]:
 
 
 def gen_task_state(takes: list[TakeRecord], n: int, rng) -> list[Question]:
+    """What a container held before / after a put-in. "Nothing." is an option of every question and
+    the answer of at most a quarter of them: before, an empty box was the answer of half the
+    questions, so a model that always said "Nothing." scored 42.5% against a chance of 25%."""
     out = []
     for t in takes:
         carriable = [o for o in t.objects if t.objects[o]["kind"] in ("cup", "ball", "block")]
@@ -276,20 +306,19 @@ def gen_task_state(takes: list[TakeRecord], n: int, rng) -> list[Question]:
             box = a["target"]
             before, after = a["contents_before"][box], a["contents_after"][box]
             for when, truth in (("before", before), ("after", after)):
-                # Plausible wrong states: the other moment, one item more or fewer, nothing.
-                states = [before, after, []]
+                # Plausible wrong states: the other moment, one item more or fewer.
+                states = [before, after]
                 states += [sorted({*truth, o}) for o in carriable if o not in truth and o != box]
                 states += [[x for x in truth if x != o] for o in truth]
-                phrases = [t.contents(s) for s in states]
                 correct = t.contents(truth)
-                distractors = _distinct(phrases, {correct}, 3, rng)
+                distractors = _with_default(correct, t.contents([]), [t.contents(s) for s in states], 3, rng)
                 if distractors is None:
                     continue
                 q = f"What was in the {t.name_of(box)} {when} I put the {t.name_of(a['object'])} in it?"
                 out.append(_choice("task_state", f"ts-{t.name}-{a['index']}-{when}", t, float(a["start"]),
                                    float(a["end"]), q, correct, distractors, rng,
                                    {"action": a["index"], "when": when, "container": box}))
-    return _cap(out, n, rng)
+    return _rarely(out, "Nothing.", n, rng)
 
 
 def next_action(take: TakeRecord, k: int) -> dict[str, Any] | None:
@@ -318,15 +347,21 @@ def gen_next_step(takes: list[TakeRecord], n: int, rng) -> list[Question]:
 
 
 def gen_navigation(takes: list[TakeRecord], n: int, rng) -> list[Question]:
-    out = []
+    """Which way the head turned, in the instruction template's words ("Which way am I turning?" /
+    "Left.") on the 1 s window training clips have. Left and right answers come in equal numbers,
+    so always saying one direction scores chance. (Asked as "Which way did I turn?" over the whole
+    turn, wording no model was taught, every model of the central experiment scored exactly 50%.)"""
+    by_direction: dict[str, list[Question]] = {"left": [], "right": []}
     for t in takes:
         for turn in t.raw.get("head_turns", []):
             correct = sentence(turn["direction"])
             other = "Right." if correct == "Left." else "Left."
-            out.append(_choice("navigation", f"nav-{t.name}-{turn['action_index']}", t, float(turn["start"]),
-                               float(turn["end"]), "Which way did I turn?", correct, [other], rng,
-                               {"action": turn["action_index"]}))
-    return _cap(out, n, rng)
+            start, end = t.window(t.actions[turn["action_index"]])
+            by_direction[turn["direction"]].append(_choice(
+                "navigation", f"nav-{t.name}-{turn['action_index']}", t, start, end, TURN_QUESTION, correct,
+                [other], rng, {"action": turn["action_index"]}))
+    each = min(n // 2, *map(len, by_direction.values()))
+    return [q for qs in by_direction.values() for q in _cap(qs, each, rng)]
 
 
 def relevance(a: tuple[str, str | None], b: tuple[str, str | None]) -> float:

@@ -429,6 +429,19 @@ def _clip_choice(scorer: Scorer, q: Question, own_clip, normalize: str, frames: 
     return np.array(out)
 
 
+def constant_answer_accuracy(questions: list[Question]) -> float:
+    """Percent correct of the best *fixed* answer to a choice task: always pick one option text
+    where it is offered, guess elsewhere. Well above chance, a model with no view of the video can
+    score well on the task: its answers are unbalanced (one text right too often)."""
+    texts = {o for q in questions for o in q.options}
+
+    def score(text: str) -> float:
+        return float(np.mean([(q.options[q.answer] == text) if text in q.options else 1 / len(q.options)
+                              for q in questions]))
+
+    return 100.0 * max(map(score, texts)) if questions else 0.0
+
+
 def _metrics(kind: str, questions: list[Question], results: list[Any]) -> tuple[dict[str, float], str]:
     pct = 100.0
     if kind in ("choice", "clip_choice"):

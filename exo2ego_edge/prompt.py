@@ -22,6 +22,7 @@ from exo2ego_edge.errors import UserError
 # instruction data, the held-out evaluation and EgoSim-Bench.
 CAPTION_QUESTION = "What is the camera wearer doing?"
 DOING_QUESTION = "What am I doing?"
+TURN_QUESTION = "Which way am I turning?"  # the instruction template for a head turn (EgoSim-Bench navigation)
 
 
 @dataclass(frozen=True)

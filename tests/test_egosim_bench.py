@@ -19,7 +19,11 @@ from exo2ego_edge.eval import egosim_bench as eb
 from exo2ego_edge.data import simulator as sim
 from exo2ego_edge.eval.questions import Question, read_suite
 from exo2ego_edge.data.instructions import parse_description
-from exo2ego_edge.eval.scoring import average_precision, column_map, ndcg, random_expectation
+from exo2ego_edge.eval.scoring import (
+    average_precision, column_map, constant_answer_accuracy, ndcg, random_expectation,
+)
+from exo2ego_edge.data.clips import clip_window
+from exo2ego_edge.prompt import TURN_QUESTION
 
 
 # --- a world of records ---------------------------------------------------------------------------
@@ -185,10 +189,32 @@ def test_next_step_answer_is_the_next_non_turn_action(suite, records):
         assert rec["goal"] in q.question
 
 
-def test_navigation_answer_is_the_turn_direction(suite, records):
+def test_navigation_answer_is_the_turn_direction_asked_as_training_asks(suite, records):
     for q in suite["navigation"]:
         turn = _action(records[q.meta["take"]], q.meta["action"])
         assert turn["verb"] == "turn" and _truth(q) == turn["direction"].capitalize() + "."
+        assert q.question == TURN_QUESTION
+        assert (q.start, q.end) == clip_window(turn["timestamp"], eb.CLIP_LEN, records[q.meta["take"]]["duration_sec"])
+    answers = [_truth(q) for q in suite["navigation"]]
+    assert answers.count("Left.") == answers.count("Right.") > 0
+    assert constant_answer_accuracy(suite["navigation"]) == 50.0  # chance: no fixed answer wins
+
+
+@pytest.mark.parametrize("task, default", [("task_state", "Nothing."), ("episodic_memory", "On the table.")])
+def test_the_answer_a_blind_model_would_learn_is_always_offered_and_rarely_right(suite, task, default):
+    qs = suite[task]
+    assert all(default in q.options for q in qs)
+    assert sum(_truth(q) == default for q in qs) <= len(qs) / 4
+
+
+def test_constant_answer_accuracy_finds_an_unbalanced_answer():
+    def q(answer: int, options=("Left.", "Right.")) -> Question:
+        return Question(id=f"q{answer}", task="t", kind="choice", video="v.mp4", start=0.0, end=1.0,
+                        question="?", options=list(options), answer=answer)
+
+    assert constant_answer_accuracy([q(0), q(0), q(0), q(1)]) == 75.0  # always "Left."
+    assert constant_answer_accuracy([q(0), q(1)]) == 50.0
+    assert constant_answer_accuracy([q(0, ("A", "B", "C", "D")), q(1, ("E", "F", "G", "H"))]) == 62.5
 
 
 def test_text_to_clip_relevance(suite, records):
