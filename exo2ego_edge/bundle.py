@@ -79,6 +79,10 @@ class GraphSpec:
     # The graph TensorRT builds its engine from, when not ``file``: the decoder with
     # ``logits_to_keep`` fixed to 1, written by the exporter for GPU targets (no onnx on the device).
     trt_file: str | None = None
+    # How the weight MatMuls compute: "float", "weight-only" (MatMulNBits: integer weights, float
+    # activations), "integer-dynamic" / "integer-static" (INT8 activations too), "qdq" (GPU Q/DQ).
+    # None in bundles from before it was recorded.
+    matmuls: str | None = None
 
     def __post_init__(self) -> None:
         self.inputs = [_strict(TensorSpec, t, f"graph {self.file} input") for t in self.inputs]

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 TARGETS = ("cpu", "cuda", "tensorrt")
 CPU_ACTIVATIONS = ("dynamic", "static")
+CPU_DECODERS = ("integer", "weight-only")
 VISION_FILE, DECODER_FILE = "vision.onnx", "decoder.onnx"
 if TYPE_CHECKING:
     from exo2ego_edge.model import Student
@@ -64,6 +65,9 @@ class ExportOptions:
     target: str = "cpu"
     # CPU INT8 vision activations: "dynamic" measured faster on ORT CPU here (benchmarks/results).
     cpu_activations: str = "dynamic"
+    # CPU INT8 decoder: "integer" runs its layers on INT8 GEMMs (fast prefill on VNNI / AMX / Arm
+    # dot product), "weight-only" on MatMulNBits with float activations (see quantize.py).
+    cpu_decoder: str = "integer"
     calib_data: Path | None = None
     calib_samples: int = 16
     calib_method: str = "entropy"
@@ -94,6 +98,8 @@ class ExportOptions:
             out.append(f"target '{self.target}' is not one of {', '.join(TARGETS)}")
         if self.cpu_activations not in CPU_ACTIVATIONS:
             out.append(f"cpu activations '{self.cpu_activations}' is not one of {', '.join(CPU_ACTIVATIONS)}")
+        if self.cpu_decoder not in CPU_DECODERS:
+            out.append(f"cpu decoder '{self.cpu_decoder}' is not one of {', '.join(CPU_DECODERS)}")
         if self.calib_method not in quantize.CALIBRATION_METHODS:
             out.append(f"calibration method '{self.calib_method}' is not one of {', '.join(quantize.CALIBRATION_METHODS)}")
         if self.opset < 17:
@@ -255,10 +261,12 @@ def make_precision_graphs(
                 pre.parent.mkdir()
                 quantize.preprocess(src, pre)
                 src = pre
-            if name == "decoder" and (opts.precision == "int4" or not gpu):
+            if name == "decoder" and matmul_scheme(name, opts) == "integer-dynamic":
+                tmp = work / "decoder-int8.onnx"
+                quantize.quantize_integer_decoder(src, tmp)
+            elif name == "decoder" and (opts.precision == "int4" or not gpu):
                 bits = 4 if opts.precision == "int4" else 8
-                # INT8 uses per-row blocks as large as fit: weight-only INT8 barely loses accuracy.
-                block = opts.int4_block_size if bits == 4 else 128
+                block = opts.int4_block_size if bits == 4 else quantize.WEIGHT_ONLY_INT8_BLOCK
                 tmp = work / f"decoder-int{bits}.onnx"
                 quantize.quantize_weight_only(src, tmp, bits=bits, block_size=block)
             else:
@@ -282,8 +290,19 @@ def make_precision_graphs(
             onnx_graphs.keep_last_logits(dst, dst.with_name(trt_file))
         io_spec = (onnx_graphs.vision_io if name == "vision" else onnx_graphs.decoder_io)(cfg, float_dtype)
         specs[name] = GraphSpec(file=file, precision=precision, inputs=io_spec.inputs, outputs=io_spec.outputs,
-                                opset=opts.opset, trt_file=trt_file)
+                                opset=opts.opset, trt_file=trt_file, matmuls=matmul_scheme(name, opts))
     return specs
+
+
+def matmul_scheme(graph: str, opts: ExportOptions) -> str:
+    """How a graph's weight MatMuls compute, as the manifest records it (``GraphSpec.matmuls``)."""
+    if opts.precision in ("fp32", "fp16"):
+        return "float"
+    if graph == "decoder" and (opts.precision == "int4" or (opts.target == "cpu" and opts.cpu_decoder == "weight-only")):
+        return "weight-only"
+    if opts.target != "cpu":
+        return "qdq"
+    return "integer-static" if graph == "vision" and opts.cpu_activations == "static" else "integer-dynamic"
 
 
 def cpu_optimized(opts: ExportOptions) -> bool:

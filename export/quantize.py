@@ -8,6 +8,7 @@
   calibrated symmetric activations, Q/DQ only on the inputs of weight MatMul/Gemm/Conv (the patch
   embedding's pixels excepted).
 - ``quantize_weight_only``: MatMulNBits block-wise INT8 / INT4 weights (the decoder's option).
+- ``quantize_integer_decoder``: the CPU INT8 decoder on integer GEMMs (dynamic INT8), lm_head weight-only.
 - ``convert_fp16``: float16 graph with overflow-prone ops kept in float32.
 
 What is hand-written here is only what those tools lack: choosing which MatMuls carry weights (so
@@ -43,6 +44,8 @@ CALIBRATION_METHODS = ("entropy", "percentile", "minmax")
 # weights, 0.9994 with 7-bit, at the same speed. ARM and VNNI kernels do not saturate; 7 bits
 # cost them little, and a bundle may be exported on one machine and run on another.
 CPU_REDUCE_RANGE = True
+# Weight-only INT8 barely loses accuracy, so its blocks are as large as MatMulNBits' fast kernels take.
+WEIGHT_ONLY_INT8_BLOCK = 128
 
 
 def _initializer_names(model: onnx.ModelProto) -> set[str]:
@@ -83,8 +86,26 @@ def pixel_matmuls(model: onnx.ModelProto) -> list[str]:
     return [n for n in weight_nodes(model, ("MatMul",)) if "patch_embedding" in n]
 
 
-def quantize_dynamic_int8(src: Path, dst: Path, per_channel: bool = False) -> None:
-    """INT8 weights of every weight MatMul/Gemm; activations quantized on the fly (no calibration).
+def output_projection(model: onnx.ModelProto, output: str = "logits") -> list[str]:
+    """The weight MatMul that makes ``output`` (the decoder's lm_head), found by walking back
+    from the graph output; empty when there is none."""
+    producer = {out: n for n in model.graph.node for out in n.output}
+    weights = set(weight_nodes(model, ("MatMul",)))
+    todo, seen = [output], set()
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or node.name in seen:
+            continue
+        if node.name in weights:
+            return [node.name]
+        seen.add(node.name)
+        todo += list(node.input)
+    return []
+
+
+def quantize_dynamic_int8(src: Path, dst: Path, per_channel: bool = False, exclude: list[str] = ()) -> None:
+    """INT8 weights of every weight MatMul/Gemm but ``exclude``; activations quantized on the fly
+    (no calibration).
 
     The patch embedding gets weight-only INT8 (MatMulNBits) instead: quantizing its pixel input
     per call collapsed some visual tokens of the trained tiny student on noise frames (min cosine
@@ -95,11 +116,22 @@ def quantize_dynamic_int8(src: Path, dst: Path, per_channel: bool = False) -> No
     pixels = pixel_matmuls(onnx.load(str(src), load_external_data=False))
     quantize_dynamic(
         str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm"], per_channel=per_channel,
-        weight_type=QuantType.QInt8, nodes_to_exclude=pixels, extra_options={"MatMulConstBOnly": True},
-        reduce_range=CPU_REDUCE_RANGE,
+        weight_type=QuantType.QInt8, nodes_to_exclude=pixels + list(exclude),
+        extra_options={"MatMulConstBOnly": True}, reduce_range=CPU_REDUCE_RANGE,
     )
     if pixels:
         quantize_weight_only(dst, dst, bits=8, block_size=32, nodes=pixels)
+
+
+def quantize_integer_decoder(src: Path, dst: Path) -> None:
+    """The CPU decoder on integer GEMMs: INT8 weights per output channel and INT8 activations
+    quantized per call (ORT fuses them to DynamicQuantizeMatMul, whose GEMM runs on VNNI / AMX /
+    Arm dot-product instructions: prefill ~8x MatMulNBits' GFLOP/s on an AMX Xeon, see
+    benchmarks/results/matmul_kernels.md). The lm_head stays weight-only INT8: the runtime runs it
+    at one position only, where MatMulNBits reads its 100+ MB fastest."""
+    head = output_projection(onnx.load(str(src), load_external_data=False))
+    quantize_dynamic_int8(src, dst, per_channel=True, exclude=head)
+    quantize_weight_only(dst, dst, bits=8, block_size=WEIGHT_ONLY_INT8_BLOCK, nodes=head)
 
 
 def _calibration_method(name: str):

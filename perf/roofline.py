@@ -126,7 +126,7 @@ def measure_gemm(kind: str = "MatMul", bits: int = 4, block_size: int = 32, size
     threads = threads or os.cpu_count() or 1
     m = n = k = size
     try:
-        session, feeds, engine = _gemm_session(kind, m, n, k, bits, block_size, threads, accuracy_level)
+        session, feeds, engine = gemm_session(kind, m, n, k, bits, block_size, threads, accuracy_level)
         run = lambda: session.run(None, feeds)  # noqa: E731
     except ImportError:
         log.info("onnx is not installed: measuring fp32 GEMM with numpy instead of ONNX Runtime")
@@ -144,8 +144,11 @@ def measure_gemm(kind: str = "MatMul", bits: int = 4, block_size: int = 32, size
                       threads, engine)
 
 
-def _gemm_session(kind: str, m: int, n: int, k: int, bits: int, block_size: int, threads: int,
-                  accuracy_level: int):
+def gemm_session(kind: str, m: int, n: int, k: int, bits: int = 4, block_size: int = 32, threads: int = 1,
+                 accuracy_level: int = 0):
+    """An ONNX Runtime session of one (m, k) x (k, n) product in ``kind``'s kernel, and its feeds:
+    MatMul (fp32), MatMulInteger (uint8 x int8), DynamicQuantizeMatMul (float in and out, int8
+    weights per column: what dynamic quantization's pattern fuses to) or MatMulNBits."""
     import onnx  # noqa: F401 - ImportError here means "fall back to numpy"
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -160,6 +163,14 @@ def _gemm_session(kind: str, m: int, n: int, k: int, bits: int, block_size: int,
         node = helper.make_node("MatMulInteger", ["A", "B", "a_zp"], ["Y"])
         inits = [w, zp]
         feeds = {"A": rng.integers(0, 255, (m, k), dtype=np.uint8)}
+    elif kind == "DynamicQuantizeMatMul":
+        a = helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])
+        out = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])
+        inits = [numpy_helper.from_array(rng.integers(-127, 127, (k, n), dtype=np.int8), "B"),
+                 numpy_helper.from_array(rng.random(n, dtype=np.float32) * 0.01, "b_scale"),
+                 numpy_helper.from_array(np.zeros(n, dtype=np.int8), "b_zp")]
+        node = helper.make_node("DynamicQuantizeMatMul", ["A", "B", "b_scale", "b_zp"], ["Y"], domain="com.microsoft")
+        feeds = {"A": rng.standard_normal((m, k), dtype=np.float32)}
     elif kind == "MatMulNBits":
         blocks = math.ceil(k / block_size)
         blob = block_size * bits // 8

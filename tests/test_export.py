@@ -191,12 +191,25 @@ def test_int8_cpu_keeps_parity_and_shrinks(int8_bundle, fp32_bundle):
     assert m.parity["visual_cosine_mean"] >= 0.99 and m.parity["token_agreement"] >= 0.9
     ops_v = quantize.count_ops(onnx.load(str(int8_bundle / "vision.onnx")))
     ops_d = quantize.count_ops(onnx.load(str(int8_bundle / "decoder.onnx")))
-    assert ops_v.get("MatMulInteger", 0) > 0 and ops_d.get("MatMulNBits", 0) > 0  # portable: ORT fuses at load
+    # integer decoder: the layers on INT8 GEMMs (portable ops: ORT fuses them at load), the lm_head weight-only
+    assert ops_v.get("MatMulInteger", 0) > 0 and ops_d.get("MatMulInteger", 0) > 0 and ops_d.get("MatMulNBits") == 1
+    assert {k: g.matmuls for k, g in m.graphs.items()} == {"vision": "integer-dynamic", "decoder": "integer-dynamic"}
     assert m.requires == {"onnxruntime": ">=1.22"}  # 8-bit MatMulNBits (1.21 refuses it)
     # the patch embedding is a weight-only INT8 MatMul: no float Conv weights are left behind
     assert "Conv" not in ops_v and ops_v.get("MatMulNBits") == 1
     size = lambda b: sum(p.stat().st_size for p in b.iterdir())  # noqa: E731
     assert size(int8_bundle) < 0.6 * size(fp32_bundle)
+
+
+@pytest.mark.isa
+def test_weight_only_int8_decoder_keeps_parity(work, checkpoint, clips, int8_bundle):
+    out = export_bundle(checkpoint, work / "int8-weight-only", "int8", eval_data=clips, parity_samples=2,
+                        cpu_decoder="weight-only")
+    ops = quantize.count_ops(onnx.load(str(out.out / "decoder.onnx")))
+    assert ops.get("MatMulInteger", 0) == 0 and ops.get("MatMulNBits", 0) > 1
+    assert out.manifest.graphs["decoder"].matmuls == "weight-only" and out.manifest.parity["passed"]
+    integer = load_manifest(int8_bundle).parity  # the default, on the same clips
+    assert abs(integer["token_agreement"] - out.manifest.parity["token_agreement"]) <= 0.1, (integer, out.manifest.parity)
 
 
 def test_int8_bundle_embeddings_are_int8_rows_with_scales(int8_bundle, fp32_bundle):

@@ -29,6 +29,10 @@ from exo2ego_edge.errors import UserError
 @click.option("--parity-samples", type=int, default=4, show_default=True, help="Clips in the parity check.")
 @click.option("--cpu-activations", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
               help="CPU INT8 vision activations (dynamic measured faster on ORT CPU).")
+@click.option("--cpu-decoder", type=click.Choice(["integer", "weight-only"]), default="integer", show_default=True,
+              help="CPU INT8 decoder: integer = INT8 weights and activations on the CPU's integer GEMM "
+                   "(VNNI / AMX / Arm dot product: much faster prefill), lm_head weight-only; weight-only = "
+                   "MatMulNBits with float activations.")
 @click.option("--ort-optimize", is_flag=True,
               help="Save the CPU graphs as this ONNX Runtime optimizes them: faster session starts, but the "
                    "bundle then loads on exactly this ONNX Runtime version (not on a device's older one).")
