@@ -375,6 +375,7 @@ def plot(path: Path, budgets: list[float], arms: dict[str, list[list[float]]], r
 
 def report(work: Path, results: Path, wall: float) -> None:
     from exo2ego_edge.eval.questions import read_suite
+    from exo2ego_edge.runtime.sysinfo import cpu_model
 
     records = {run: json.loads(result_path(work, run).read_text()) for run in plan() if result_path(work, run).is_file()}
     missing = [run.name for run in plan() if run not in records]
@@ -398,8 +399,8 @@ def report(work: Path, results: Path, wall: float) -> None:
     lines = ["# Exo2Ego vs ego-only across the ego-text budget", "",
              "Made by `benchmarks/ego_text_sweep.py`; the design below is the pre-registered text, unchanged.", "",
              DESIGN,
-             f"## Results (generated {time.strftime('%Y-%m-%d %H:%M')}, commit {commit}, {platform.machine()} "
-             f"{platform.processor() or ''} {os.cpu_count()} cores)", "",
+             f"## Results (generated {time.strftime('%Y-%m-%d %H:%M')}, commit {commit}, {cpu_model()}, "
+             f"{os.cpu_count()} cores, {platform.machine()})", "",
              f"{len(records)} of {len(plan())} planned runs" + (f"; missing: {', '.join(missing)}" if missing else "; none dropped")
              + f". Train + eval time summed over runs: {sum(r['train_seconds'] + r['eval_seconds'] for r in records.values()) / 60:.0f} min"
              + f" (this invocation {wall / 60:.0f} min).", "",
@@ -412,10 +413,13 @@ def report(work: Path, results: Path, wall: float) -> None:
                      f"{r['gap']:+.1f} | {'yes' if r['validated'] else 'no'}: {r['why']} |")
     lines += ["", f"Validated tasks: {', '.join(sorted(kept)) or 'none'}.", "",
               "### 2. The sweep (validated-task average, percent; paired difference over seeds)", "",
-              "| ego-text budget | (a) ego-only | (b) Exo2Ego | (b) − (a), paired | n |", "|---|---|---|---|---|"]
+              "| ego-text budget | (a) ego-only | (b) Exo2Ego | (b) − (a), paired | n | all tasks: (a) | all tasks: (b) |",
+              "|---|---|---|---|---|---|---|"]
+    everything = {v: [[r["average"] for run, r in records.items() if run.data == dealing(b) and run.variant == v]
+                      for b in BUDGETS] for v in "ab"}
     for i, b in enumerate(BUDGETS):
         lines.append(f"| {100 * b:g}% | {mean_sd(list(sweep['a'][i].values()))} | {mean_sd(list(sweep['b'][i].values()))} "
-                     f"| {mean_sd(paired[i])} | {len(paired[i])} |")
+                     f"| {mean_sd(paired[i])} | {len(paired[i])} | {mean_sd(everything['a'][i])} | {mean_sd(everything['b'][i])} |")
     lines += ["", f"![accuracy vs ego-text budget](ego_text_sweep.png)", "",
               "### 3. Primary endpoint and verdict", "",
               f"Primary endpoint (mean of the 2% and 5% budgets): (a) {mean_sd(primary['a'])}, (b) {mean_sd(primary['b'])}. "

@@ -229,3 +229,15 @@ def test_each_stage_weighs_its_losses_with_its_own_config_fields():
         named = [f for _, f in rule.clip_text] + [rule.pairs, rule.instructions, rule.instructions_switch, rule.balance]
         named += [f for _, f in spec.weights]
         assert all(hasattr(section, f) for f in named if f), spec.name
+
+
+def test_batches_keep_their_size_when_a_stage_has_fewer_examples_than_a_batch():
+    from exo2ego_edge.train.data import BatchStream
+
+    small = BatchStream(n=3, batch_size=8, seed=0)
+    batches = [small.next_indices() for _ in range(4)]
+    assert all(len(b) == 8 and set(b) == {0, 1, 2} for b in batches)
+    # with enough examples an epoch is one permutation, as before
+    plain = BatchStream(n=32, batch_size=8, seed=0)
+    order = np.random.default_rng([0, 0]).permutation(32)
+    assert sum((plain.next_indices() for _ in range(4)), []) == order.tolist()

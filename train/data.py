@@ -157,24 +157,26 @@ class BatchStream:
 
     The state is (epoch, position in the epoch); restoring it replays the same batch order.
     Each epoch's order depends only on (seed, epoch), never on how many times we resumed.
+    With fewer examples than one batch on every process, an epoch chains as many permutations
+    as a batch needs, so batches repeat examples and keep their size (and steps x batch).
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        if n < world * batch_size:
-            raise UserError(
-                f"only {n} examples for a per-process batch of {batch_size} on {world} process(es)"
-            )
+        if n < 1:
+            raise UserError("no examples to draw batches from")
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.repeats = -(-world * batch_size // n)  # 1 unless one batch per process needs more than n
         self.epoch, self.position = 0, 0
         self._order: np.ndarray | None = None
 
     @property
     def batches_per_epoch(self) -> int:
-        return self.n // (self.world * self.batch_size)  # the ragged tail is dropped each epoch
+        return self.n * self.repeats // (self.world * self.batch_size)  # the ragged tail is dropped each epoch
 
     def _epoch_order(self) -> np.ndarray:
         if self._order is None:
-            perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+            rng = np.random.default_rng([self.seed, self.epoch])
+            perm = np.concatenate([rng.permutation(self.n) for _ in range(self.repeats)])
             self._order = perm[self.rank :: self.world]
         return self._order
 

@@ -23,10 +23,13 @@ preset: held-out verb accuracy 58% -> 16% right after migration, and stage 2 end
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.train.run_config import STAGE_ORDER, TrainConfig
+
+log = logging.getLogger(__name__)
 
 _STAGE_ALIASES = {"init": "init", "0": "init", "1": "stage1", "2": "stage2", "3": "stage3"}
 _STAGE_ALIASES.update({s: s for s in STAGE_ORDER})
@@ -174,12 +177,13 @@ def select_examples(stage: str, cfg: TrainConfig, sources, store) -> list:
 
 
 def checked_examples(stage: str, cfg: TrainConfig, sources, store, world: int) -> list:
-    """The stage's examples, checked before any training: rows are selected, and enough for one
-    batch on every process (found only when the stage starts, it would waste the earlier stages)."""
+    """The stage's examples, checked before any training (found only when the stage starts, a
+    problem would waste the earlier stages): rows are selected, and fewer than one batch on every
+    process is said out loud (batches then repeat examples: :class:`~exo2ego_edge.train.data.BatchStream`)."""
     examples, batch = select_examples(stage, cfg, sources, store), cfg.stage(stage).batch_size
     if len(examples) < world * batch:
-        raise UserError(f"{stage}: only {len(examples)} training examples for {stage}.batch_size={batch} on "
-                        f"{world} process(es): lower {stage}.batch_size or add data")
+        log.warning("%s: only %d training examples for %s.batch_size=%d on %d process(es): every batch repeats "
+                    "examples", stage, len(examples), stage, batch, world)
     return examples
 
 
