@@ -44,7 +44,7 @@ def bench(bundle: Path, out: Path, args) -> dict:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     report = json.loads(out.read_text())
     stages = {s: report["results"][0]["stages_ms"][s]["p50"] for s in STAGES}
-    return {"stages": stages, "parity": report["bundle"].get("parity"), "bytes": report["bundle"]["total_bytes"]}
+    return {"stages": stages, "bytes": report["bundle"]["total_bytes"]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,7 +78,6 @@ def main(argv: list[str] | None = None) -> None:
                               "vs_baseline": float(np.median([rd[base]["stages"][s] / rd[label]["stages"][s]
                                                               for rd in rounds]))} for s in STAGES}
         summary[label]["bundle_mib"] = rounds[0][label]["bytes"] / 2**20
-        summary[label]["parity"] = rounds[0][label]["parity"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     lines = [f"# CPU decoder schemes, end to end (edge-0.5b, {args.llm_layers} LLM layers, random weights)", "",
              f"Made on {time.strftime('%Y-%m-%d')} at commit {commit} by `benchmarks/decoder_schemes.py` "
