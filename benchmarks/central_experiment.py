@@ -138,7 +138,7 @@ def prepare_data(world: Path, work: Path, takes: int, seed: int) -> tuple[list[s
 
 
 def train_and_score(v: Variant, seed: int, clips: list[str], suite, frames, work: Path, threads: int = 1,
-                    image_size: int = 64, tower: str | None = None) -> dict:
+                    image_size: int = 64, tower: str | None = None, extra: tuple[str, ...] = ()) -> dict:
     """One run: train the variant, score its student on EgoSim-Bench; cached in WORK/results."""
     from exo2ego_edge.eval.scoring import TorchScorer, score_suite
     from exo2ego_edge.train.trainer import run_training
@@ -155,7 +155,7 @@ def train_and_score(v: Variant, seed: int, clips: list[str], suite, frames, work
     overrides = [f"data.clips=[{','.join(clips)}]", f"run.output_dir={out}", f"run.seed={seed}",
                  "run.eval_samples=0", f"run.threads={threads}", "run.progress_bar=false", "run.log_every=40", "run.checkpoint_every=1000",
                  f"data.cache_dir={work / 'frame_cache'}", "model.preset=egosim-tiny",
-                 *model_overrides(image_size, tower), *v.overrides]
+                 *model_overrides(image_size, tower), *v.overrides, *extra]
     t0 = time.perf_counter()
     student = run_training("egosim-tiny", stages=v.stages, overrides=overrides, resume=out.exists())
     train_s = time.perf_counter() - t0

@@ -206,8 +206,10 @@ def execute(run: Run, work: Path, frames: dict) -> dict:
         if not (folder / "frame_cache").is_dir():  # same data files -> same cache names, grey pixels
             grey_caches(work / str(run.seed) / run.after / "frame_cache", folder / "frame_cache")
         frames = GreyFrames()
+    # At 2% some worlds have fewer ego instruction rows than a batch: batches repeat them, so
+    # every arm keeps its steps x batch.
     record = ce.train_and_score(ce.variants(ce.Schedule())[run.variant], run.seed, clips, read_suite(suite_dir),
-                                frames, folder, 1, IMAGE, TOWER)
+                                frames, folder, 1, IMAGE, TOWER, extra=("data.repeat_small_stages=true",))
     if run.data.startswith("unseen") and "concepts" not in record:
         record["concepts"] = concept_accuracy(Path(record["student"]), work / str(run.seed) / "clips")
         result_path(work, run).write_text(json.dumps(record, indent=2))

@@ -42,11 +42,13 @@ from exo2ego_edge.errors import UserError
 FORMAT = "exo2ego-edge-bundle"
 # 1: first format. 2: adds the optional `embedding_scales` (an int8 token-embedding table).
 # 3: adds `requires` (the ONNX Runtime the graphs load on), the optional `golden` inputs, `costs`.
-FORMAT_VERSION = 3
+# 4: adds `GraphSpec.matmuls` and the int4 token-embedding table (see `embedding_scales`).
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 LOGITS_TO_KEEP = "logits_to_keep"  # the decoder input choosing how many positions get logits
 # Dynamic axis names, read by the runtime and by TensorRT profiles.
 FRAMES, BATCH, SEQ, PAST, TOTAL = "frames", "batch", "sequence", "past_sequence", "total_sequence"
+EMBEDDING_INT4_BLOCK = 32  # values per scale in an int4 token-embedding table
 KEPT = "kept_sequence"  # positions the logits cover: min(logits_to_keep, sequence), all for 0
 
 
@@ -148,6 +150,8 @@ class Manifest:
     parity: dict[str, Any] = field(default_factory=dict)  # figures measured at export time
     engines: list[EngineSpec] = field(default_factory=list)
     # Per-row float32 scales (V,) when ``embeddings`` is int8: row i is table[i] * scales[i].
+    # int8 table: (V,) row scales; int4 table (uint8, two values per byte, low nibble first; the
+    # spec's shape is the logical (V, D)): (V, D / EMBEDDING_INT4_BLOCK) block scales.
     embedding_scales: TensorSpec | None = None
     # package -> version it needs, ">=X" (the oldest release the graphs load on, tested) or "==X"
     # (graphs saved as that exact ONNX Runtime optimized them, `export --ort-optimize`).

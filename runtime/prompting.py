@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exo2ego_edge.bundle import BundleError, Manifest
+from exo2ego_edge.bundle import EMBEDDING_INT4_BLOCK, BundleError, Manifest
 from exo2ego_edge.runtime.errors import PromptError
 
 
@@ -24,16 +24,18 @@ class PromptBuilder:
             self.tokenizer = Tokenizer.from_file(str(bundle / manifest.tokenizer))
         except Exception as e:  # tokenizers raises a bare Exception on a malformed file
             raise BundleError(f"{bundle}: cannot load {manifest.tokenizer} ({e})") from None
-        self.table = _load_array(bundle, manifest.embeddings.name)  # (V, D)
+        self.table = _load_array(bundle, manifest.embeddings.name)  # (V, D), int4: (V, D / 2) bytes
+        self.int4 = manifest.embeddings.dtype == "int4"
         d = manifest.decoder
-        if self.table.ndim != 2 or self.table.shape[1] != d.hidden_size:
-            raise BundleError(f"{bundle}: embedding table has shape {self.table.shape}, expected (V, {d.hidden_size})")
-        self.scales = None  # (V,) row scales of an int8 table
+        width = d.hidden_size // 2 if self.int4 else d.hidden_size
+        if self.table.ndim != 2 or self.table.shape[1] != width:
+            raise BundleError(f"{bundle}: embedding table has shape {self.table.shape}, expected (V, {width})")
+        self.scales = None  # int8 table: (V,) row scales; int4: (V, D / EMBEDDING_INT4_BLOCK) block scales
         if manifest.embedding_scales is not None:
             self.scales = _load_array(bundle, manifest.embedding_scales.name)
-            if self.scales.shape != self.table.shape[:1]:
-                raise BundleError(f"{bundle}: embedding scales have shape {self.scales.shape}, "
-                                  f"expected ({self.table.shape[0]},)")
+            want = self.table.shape[:1] + ((d.hidden_size // EMBEDDING_INT4_BLOCK,) if self.int4 else ())
+            if self.scales.shape != want:
+                raise BundleError(f"{bundle}: embedding scales have shape {self.scales.shape}, expected {want}")
         self.embed_dtype = np.dtype(embed_dtype)
         self.stop_ids = list(self.spec.stop_ids)
         self.prefix_ids = self.encode(self.spec.prefix)
@@ -53,9 +55,20 @@ class PromptBuilder:
         """(len(ids), D) embeddings in the decoder's input dtype: one gather, one copy."""
         ids = np.asarray(ids, dtype=np.int64)
         rows = self.table[ids]
+        if self.int4:
+            return _int4_values(rows, self.scales[ids]).astype(self.embed_dtype, copy=False)
         if self.scales is not None:
             return (rows * self.scales[ids, None]).astype(self.embed_dtype, copy=False)
         return rows if rows.dtype == self.embed_dtype else rows.astype(self.embed_dtype)
+
+
+def _int4_values(packed: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """(N, D) float32 from (N, D / 2) nibble-packed int4 rows and their (N, D / block) scales."""
+    low = (packed & 0x0F).astype(np.int8)
+    high = (packed >> 4).astype(np.int8)
+    q = np.stack([low, high], axis=-1).reshape(len(packed), -1)
+    q = np.where(q > 7, q - 16, q).astype(np.float32)  # two's complement nibbles
+    return (q.reshape(len(packed), scales.shape[1], -1) * scales[..., None].astype(np.float32)).reshape(q.shape)
 
 
 def _load_array(bundle: Path, name: str) -> np.ndarray:

@@ -222,6 +222,20 @@ def test_int8_bundle_embeddings_are_int8_rows_with_scales(int8_bundle, fp32_bund
     assert np.all(np.abs(quant.embed(ids) - exact.embed(ids)) <= 0.5 * step + 1e-7)
 
 
+def test_int4_embedding_rows_round_trip_within_half_a_step():
+    from exo2ego_edge.export.pipeline import int4_rows
+    from exo2ego_edge.runtime.prompting import _int4_values
+
+    table = np.random.default_rng(0).standard_normal((50, 64)).astype(np.float32) * 3
+    table[7, 5] = 40.0  # an outlier widens only its own block's step
+    packed, scales = int4_rows(table)
+    assert packed.shape == (50, 32) and packed.dtype == np.uint8 and scales.shape == (50, 2)
+    back = _int4_values(packed, scales)
+    step = np.repeat(scales.astype(np.float32), 32, axis=1)
+    assert np.all(np.abs(back - table) <= 0.5 * step + 1e-3 * np.abs(table))
+    assert np.abs(back[8] - table[8]).max() < 0.5
+
+
 @pytest.mark.parametrize("family", ["siglip", "clip"])
 def test_patch_embedding_as_matmul_equals_the_conv(family):
     from exo2ego_edge.config import PRESETS
@@ -290,7 +304,7 @@ def test_fp16_and_int4_bundles(work, checkpoint, clips):
     ops = quantize.count_ops(onnx.load(str(work / "fp16" / "decoder.onnx")))
     assert ops.get("Cast", 0) > 0  # the blocked norm / softmax ops run fp32 behind casts
     int4 = export_bundle(checkpoint, work / "int4", "int4", eval_data=clips, parity_samples=2)
-    assert int4.manifest.graphs["decoder"].precision == "int4"
+    assert int4.manifest.graphs["decoder"].precision == "int4" and int4.manifest.embeddings.dtype == "int4"
     assert quantize.count_ops(onnx.load(str(work / "int4" / "decoder.onnx"))).get("MatMulNBits", 0) > 0
     assert fp16.manifest.parity["passed"] and int4.manifest.parity["passed"]
 

@@ -157,8 +157,8 @@ class BatchStream:
 
     The state is (epoch, position in the epoch); restoring it replays the same batch order.
     Each epoch's order depends only on (seed, epoch), never on how many times we resumed.
-    With fewer examples than one batch on every process, an epoch chains as many permutations
-    as a batch needs, so batches repeat examples and keep their size (and steps x batch).
+    With fewer examples than one batch on every process (``data.repeat_small_stages``), an epoch
+    chains as many permutations as a batch needs: batches repeat examples and keep their size.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):

@@ -134,6 +134,9 @@ class DataConfig:
     # shift_pixels: random translation of each training clip by up to this many pixels
     # (edge-padded crop). No flips: left / right carry meaning.
     shift_pixels: int = 0
+    # A stage with fewer examples than one batch per process is refused, unless this is on: then
+    # its batches repeat examples and keep their size (the ego-text sweep's 2% budget needs it).
+    repeat_small_stages: bool = False
 
 
 @dataclass

@@ -178,12 +178,17 @@ def select_examples(stage: str, cfg: TrainConfig, sources, store) -> list:
 
 def checked_examples(stage: str, cfg: TrainConfig, sources, store, world: int) -> list:
     """The stage's examples, checked before any training (found only when the stage starts, a
-    problem would waste the earlier stages): rows are selected, and fewer than one batch on every
-    process is said out loud (batches then repeat examples: :class:`~exo2ego_edge.train.data.BatchStream`)."""
+    problem would waste the earlier stages): rows are selected, and enough for one batch on every
+    process unless ``data.repeat_small_stages`` lets batches repeat examples
+    (:class:`~exo2ego_edge.train.data.BatchStream`)."""
     examples, batch = select_examples(stage, cfg, sources, store), cfg.stage(stage).batch_size
     if len(examples) < world * batch:
-        log.warning("%s: only %d training examples for %s.batch_size=%d on %d process(es): every batch repeats "
-                    "examples", stage, len(examples), stage, batch, world)
+        if not cfg.data.repeat_small_stages:
+            raise UserError(f"{stage}: only {len(examples)} training examples for {stage}.batch_size={batch} on "
+                            f"{world} process(es): lower {stage}.batch_size, add data, or set "
+                            "data.repeat_small_stages=true")
+        log.warning("%s: only %d training examples for %s.batch_size=%d on %d process(es): batches repeat "
+                    "examples (data.repeat_small_stages)", stage, len(examples), stage, batch, world)
     return examples
 
 
