@@ -242,6 +242,52 @@ def concept_accuracy(student: Path, clips: Path) -> dict:
     return out
 
 
+def caption_naming(student: Path, clips: Path) -> dict:
+    """How often the student's caption of a held-out clip names the unseen verb / object when the
+    clip's description does, from the ego view and from the best exo view: the exo text taught
+    the words, and this says whether the model says them about exo video but not about ego video."""
+    import torch
+
+    from exo2ego_edge.eval.scoring import TorchScorer
+    from exo2ego_edge.jsonl import read_jsonl
+    from exo2ego_edge.runtime.video import decode_clip
+    from exo2ego_edge.train.evaluation import answer_questions, object_matches, verb_matches
+
+    scorer = TorchScorer.from_checkpoint(student)
+    rows = [r for r in read_jsonl(clips / "val.jsonl") if r["is_best_exo"] and names_unseen(r["text"])]
+    n, size = scorer.num_frames, scorer.image_size
+    out = {}
+    for view in ("ego", "exo"):
+        frames = torch.from_numpy(np.stack([decode_clip(r[f"{view}_video"], r["start"], r["end"], n, size) for r in rows]))
+        answers = answer_questions(scorer.model, scorer.tok, frames, [scorer.caption_question] * len(rows))
+        for concept, matches in (("verb", verb_matches), ("object", object_matches)):
+            pairs = [(a, r) for a, r in zip(answers, rows) if matches(r["text"], UNSEEN[concept])]
+            out[f"{view}_{concept}"] = {"named": 100.0 * float(np.mean([matches(a, UNSEEN[concept]) for a, _ in pairs])),
+                                        "n": len(pairs)}
+    return out
+
+
+def exo_captions(student: Path, clips: Path) -> dict:
+    """The student as a demonstrator: its captions of held-out clips from the best exo view,
+    scored for the verb, and how many different captions it gives."""
+    import torch
+
+    from exo2ego_edge.eval.egosim_bench import SIM_VERBS, normalise_verb
+    from exo2ego_edge.eval.scoring import TorchScorer
+    from exo2ego_edge.jsonl import read_jsonl
+    from exo2ego_edge.runtime.video import decode_clip
+    from exo2ego_edge.train.evaluation import answer_questions, verb_matches
+
+    scorer = TorchScorer.from_checkpoint(student)
+    rows = [r for r in read_jsonl(clips / "val.jsonl") if r["is_best_exo"]]
+    frames = torch.from_numpy(np.stack([decode_clip(r["exo_video"], r["start"], r["end"], scorer.num_frames,
+                                                    scorer.image_size) for r in rows]))
+    answers = answer_questions(scorer.model, scorer.tok, frames, [scorer.caption_question] * len(rows))
+    verbs = [next(v for v in map(normalise_verb, SIM_VERBS) if verb_matches(r["text"], v)) for r in rows]
+    return {"verb_accuracy": 100.0 * float(np.mean([verb_matches(a, v) for a, v in zip(answers, verbs)])),
+            "distinct_captions": len(set(answers)), "n": len(rows)}
+
+
 def result_path(work: Path, run: Run) -> Path:
     return work / str(run.seed) / run.data / "results" / f"{run.variant}_seed{run.seed}.json"
 
@@ -292,6 +338,40 @@ def launch(work: Path, workers: int) -> None:
     procs = [subprocess.Popen(cmd) for _ in range(workers)]
     if any(p.wait() for p in procs):
         sys.exit("a worker failed; rerun to resume (finished runs are kept)")
+
+
+# --- why: the student after each stage ----------------------------------------------------------
+DIAGNOSED = "ego5"  # the budget whose students are scored after every stage
+STAGES = {"a": ("init", "stage3"), "b": ("init", "stage1", "stage2", "stage3")}
+
+
+def diagnose(work: Path) -> dict[str, dict]:
+    """EgoSim-Bench of (a)'s and (b)'s student after every stage at the 5% budget, per seed (cached
+    in WORK/diagnosis.json): where along the recipe (b) falls behind. After stage 3 it is the
+    run's own student (LoRA merged)."""
+    from exo2ego_edge.eval.questions import read_suite
+    from exo2ego_edge.eval.scoring import TorchScorer, score_suite
+
+    cache = work / "diagnosis.json"
+    out = json.loads(cache.read_text()) if cache.is_file() else {}
+    for run in (r for r in plan() if r.data.startswith("unseen")):
+        record = json.loads(result_path(work, run).read_text())
+        if "naming" not in record:
+            record["naming"] = caption_naming(Path(record["student"]), work / str(run.seed) / "clips")
+            result_path(work, run).write_text(json.dumps(record, indent=2))
+    for seed in SEEDS:
+        suite, frames = read_suite(work / str(seed) / "egosim_bench"), {}
+        for variant, stages in STAGES.items():
+            run = work / str(seed) / DIAGNOSED / "runs" / f"{variant}_seed{seed}"
+            for stage in stages:
+                key = f"{seed}/{variant}/{stage}"
+                folder = run / "student" if stage == "stage3" else run / stage / "final"
+                if key not in out:
+                    out[key] = score_suite(TorchScorer.from_checkpoint(folder), suite, frames=frames).to_dict()
+                if "exo_captions" not in out[key]:
+                    out[key]["exo_captions"] = exo_captions(folder, work / str(seed) / "clips")
+                cache.write_text(json.dumps(out))
+    return out
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -366,6 +446,7 @@ def plot(path: Path, budgets: list[float], arms: dict[str, list[list[float]]], r
         ax.axhline(np.mean(values), color="grey", linestyle=style, label=f"{label} ({np.mean(values):.1f})")
     ax.set_xscale("log")
     ax.set_xticks(x, [f"{v:g}%" for v in x])
+    ax.minorticks_off()
     ax.set_xlabel("train takes with ego text (exo text fixed at 60%)")
     ax.set_ylabel("EgoSim-Bench, validated tasks (%)")
     ax.set_title("Exo2Ego vs ego-only over the ego-text budget (mean ± std, 5 worlds)")
@@ -375,7 +456,7 @@ def plot(path: Path, budgets: list[float], arms: dict[str, list[list[float]]], r
     plt.close(fig)
 
 
-def report(work: Path, results: Path, wall: float) -> None:
+def report(work: Path, results: Path, wall: float, notes: Path | None = None) -> None:
     from exo2ego_edge.eval.questions import read_suite
     from exo2ego_edge.runtime.sysinfo import cpu_model
 
@@ -448,11 +529,38 @@ def report(work: Path, results: Path, wall: float) -> None:
                  + (f" (n≈{round(np.mean([c[k]['n'] for c in cs]))})" if cs else "")
                  for k in ("verb_unseen", "verb_seen", "object_unseen", "object_seen")]
         lines.append(f"| ({v}) {labels[v]} | " + " | ".join(cells) + " |")
-    lines += ["", "### 6. Every run", "", "| seed | data | variant | validated average | all-task average | train s |",
+    named = {v: [r["naming"] for run, r in records.items() if run.data == unseen and run.variant == v and "naming" in r]
+             for v in "ab"}
+    if all(named.values()):
+        lines += ["", "Captions (the caption question) of held-out clips whose description names the unseen word: "
+                  "how often the caption names it, from the ego view and from the best exo view of the same moment.", "",
+                  "| arm | \"push\", ego view | \"push\", exo view | \"ball\", ego view | \"ball\", exo view |",
+                  "|---|---|---|---|---|"]
+        for v in "ab":
+            lines.append(f"| ({v}) {labels[v]} | " + " | ".join(
+                mean_sd([x[k]["named"] for x in named[v]]) for k in ("ego_verb", "exo_verb", "ego_object", "exo_object")) + " |")
+    diagnosis = work / "diagnosis.json"
+    if diagnosis.is_file():
+        scored = json.loads(diagnosis.read_text())
+        lines += ["", f"### 6. Why: the student after each stage ({DIAGNOSED[3:]}% budget, mean ± std over the 5 worlds)", "",
+                  "Exo-view captions: the student captioning held-out clips from the best exo camera, as the demonstrator "
+                  "does (verb named right; different captions among the ~150 clips).", "",
+                  "| arm | after stage | validated average | all-task average | exo-view captions: verb right | "
+                  "distinct captions |", "|---|---|---|---|---|---|"]
+        for variant, stages in STAGES.items():
+            for stage in stages:
+                rs = [scored[f"{seed}/{variant}/{stage}"] for seed in SEEDS if f"{seed}/{variant}/{stage}" in scored]
+                caps = [r["exo_captions"] for r in rs if "exo_captions" in r]
+                lines.append(f"| ({variant}) {labels[variant]} | {stage} | {mean_sd([task_average(r, kept) for r in rs])} | "
+                             f"{mean_sd([r['average'] for r in rs])} | {mean_sd([c['verb_accuracy'] for c in caps])} | "
+                             f"{mean_sd([c['distinct_captions'] for c in caps])} |")
+    lines += ["", "### 7. Every run", "", "| seed | data | variant | validated average | all-task average | train s |",
               "|---|---|---|---|---|---|"]
     for run, r in records.items():
         lines.append(f"| {run.seed} | {run.data} | ({run.variant}) | {task_average(r, kept) if kept else float('nan'):.1f} | "
                      f"{r['average']:.1f} | {r['train_seconds']:.0f} |")
+    if notes and notes.is_file():
+        lines += ["", notes.read_text().rstrip()]
     results.mkdir(parents=True, exist_ok=True)
     (results / "ego_text_sweep.md").write_text("\n".join(lines) + "\n")
     (results / "ego_text_sweep.json").write_text(json.dumps({
@@ -472,6 +580,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, default=ce.RESULTS, help="where the report goes")
     p.add_argument("--workers", type=int, default=2, help="training processes (one torch thread each)")
     p.add_argument("--report-only", action="store_true", help="aggregate the finished runs, train nothing")
+    p.add_argument("--notes", type=Path, default=Path(__file__).with_name("ego_text_sweep_notes.md"),
+                   help="markdown appended to the report: the reading of the results")
+    p.add_argument("--diagnose", action="store_true",
+                   help="also score (a)'s and (b)'s students after every stage at the 5%% budget (section 7)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -483,7 +595,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.report_only:
         launch(args.work, args.workers)
-    report(args.work, args.results, time.perf_counter() - began)
+    if args.diagnose:
+        diagnose(args.work)
+    report(args.work, args.results, time.perf_counter() - began, args.notes)
     log.info("wrote %s", args.results / "ego_text_sweep.md")
 
 
