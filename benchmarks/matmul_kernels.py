@@ -1,12 +1,13 @@
 """The decoder's weight MatMuls, kernel by kernel: what each CPU kernel can do for decode and prefill.
 
-Every weight product of the edge-0.5b decoder (per layer q, k, v, o, gate, up, down; the lm_head
-once per token, since the runtime asks for the last position's logits only) is timed alone through
-ONNX Runtime in each kernel the exporter can choose, at M = 1 (one decoded token) and M = the
-prefill length. Summed over the 24 layers this is the floor a whole decoder graph can reach with
-that kernel: decode ms/token against the memory roofline (weight bytes / STREAM copy bandwidth),
-prefill GFLOP/s against the best kernel. Rounds are interleaved (every kernel once per round), so
-the ratios hold on a shared machine; the absolute figures drift with it.
+For each kernel the exporter can choose, one ONNX graph holds every weight product of the edge-0.5b
+decoder in order (per layer q, k, v, o, gate, up, down, joined by the Mul / Add / LayerNorm that
+keep values bounded; the lm_head once, on the last position, since the runtime asks for that
+position's logits only) and nothing else: no attention, no KV cache, no rotary. It runs at M = 1
+(one decoded token) and M = the prefill length. That is the floor a whole decoder graph can reach
+with the kernel: decode ms/token against the memory roofline (weight bytes / STREAM copy
+bandwidth), prefill GFLOP/s against the best kernel. Rounds are interleaved (every graph once per
+round), so the ratios hold on a shared machine; the absolute figures drift with it.
 
     .venv/bin/python benchmarks/matmul_kernels.py            # ~2 min on 2 cores
 """
@@ -57,15 +58,43 @@ KERNELS = [
 ]
 
 
-def shapes(preset: str) -> tuple[list[tuple[str, int, int]], tuple[int, int], int]:
-    """(name, K, N) of one layer's weight products, the lm_head's (K, N), and the layer count."""
+def chain_model(kern: Kernel, m: int, preset: str):
+    """The decoder's weight products in ``kern``'s kernel, M rows in, the lm_head's logits out."""
+    from onnx import TensorProto, helper, numpy_helper
+
     from exo2ego_edge.config import PRESETS
+    from exo2ego_edge.perf.roofline import weight_product
 
     llm = PRESETS[preset]().llm
-    d, kv = llm.hidden_size, llm.num_kv_heads * (llm.hidden_size // llm.num_heads)
-    layer = [("q", d, d), ("k", d, kv), ("v", d, kv), ("o", d, d),
-             ("gate", d, llm.intermediate_size), ("up", d, llm.intermediate_size), ("down", llm.intermediate_size, d)]
-    return layer, (d, llm.vocab_size), llm.num_layers
+    d, kv, inter = llm.hidden_size, llm.num_kv_heads * (llm.hidden_size // llm.num_heads), llm.intermediate_size
+    rng = np.random.default_rng(0)
+    nodes, inits, outputs = [], [numpy_helper.from_array(np.ones(d, np.float32), "gamma")], []
+
+    def product(x: str, y: str, k: int, n: int, how: Kernel = kern) -> str:
+        node, weights = weight_product(how.kind, x, y, k, n, rng, how.bits, how.block, how.accuracy)
+        nodes.append(node)
+        inits.extend(weights)
+        return y
+
+    x = "x"
+    for i in range(llm.num_layers):
+        q = product(x, f"l{i}.q", d, d)
+        for name in ("k", "v"):  # read by attention in a real decoder: graph outputs here
+            outputs.append(helper.make_tensor_value_info(product(x, f"l{i}.{name}", d, kv), TensorProto.FLOAT, [m, kv]))
+        o = product(q, f"l{i}.o", d, d)
+        nodes.append(helper.make_node("Mul", [product(x, f"l{i}.gate", d, inter), product(x, f"l{i}.up", d, inter)], [f"l{i}.h"]))
+        nodes.append(helper.make_node("Add", [o, product(f"l{i}.h", f"l{i}.down", inter, d)], [f"l{i}.sum"]))
+        nodes.append(helper.make_node("LayerNormalization", [f"l{i}.sum", "gamma"], [f"l{i}.out"], axis=-1))
+        x = f"l{i}.out"
+    inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("last", [-1]), ("end", [m]), ("axis0", [0]))]
+    nodes.append(helper.make_node("Slice", [x, "last", "end", "axis0"], ["final"]))
+    logits = product("final", "logits", d, llm.vocab_size, kern.head or kern)
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, d])],
+                              [helper.make_tensor_value_info(logits, TensorProto.FLOAT, [1, llm.vocab_size]), *outputs],
+                              initializer=inits)
+    opset = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    weights = llm.num_layers * d * (2 * d + 2 * kv + 3 * inter)
+    return helper.make_model(graph, opset_imports=opset), weights, d * llm.vocab_size, llm.num_layers
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,65 +105,61 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    import onnxruntime as ort
+
     from exo2ego_edge.perf import roofline
     from exo2ego_edge.runtime.sysinfo import cpu_model, int8_isa
 
-    layer, (hk, hn), layers = shapes(args.preset)
-    sessions = {}  # (kernel label, shape name, M) -> (session, feeds)
+    from exo2ego_edge.config import PRESETS
+
+    hidden = PRESETS[args.preset]().llm.hidden_size
+    feeds = {m: {"x": np.random.default_rng(1).standard_normal((m, hidden), dtype=np.float32)} for m in (1, args.prefill)}
+    sessions = {}
     for kern in KERNELS:
-        for name, k, n in layer:
-            for m in (1, args.prefill):
-                sessions[kern.label, name, m] = roofline.gemm_session(kern.kind, m, n, k, kern.bits, kern.block,
-                                                                      args.threads, kern.accuracy)[:2]
-        head = kern.head or kern
-        sessions[kern.label, "lm_head", 1] = roofline.gemm_session(head.kind, 1, hn, hk, head.bits, head.block,
-                                                                   args.threads, head.accuracy)[:2]
+        for m in (1, args.prefill):
+            model, layer_weights, head_weights, layers = chain_model(kern, m, args.preset)
+            sessions[kern.label, m] = roofline.cpu_session(model, args.threads)
+            sessions[kern.label, m].run(None, feeds[m])  # warm-up: pre-packing
     times: dict[tuple, list[float]] = {key: [] for key in sessions}
-    for s, f in sessions.values():
-        s.run(None, f)  # warm-up: pre-packing
     for _ in range(args.rounds):
-        for key, (s, f) in sessions.items():
-            t0 = time.perf_counter()
-            s.run(None, f)
-            times[key].append(time.perf_counter() - t0)
+        for (label, m), session in sessions.items():
+            for _ in range(3 if m == 1 else 1):  # decode steps come back to back, as in generation
+                t0 = time.perf_counter()
+                session.run(None, feeds[m])
+                times[label, m].append(time.perf_counter() - t0)
     bandwidth = roofline.measure_memory_bandwidth(threads=args.threads)
     rows = []
-    layer_weights = sum(k * n for _, k, n in layer)
     for kern in KERNELS:
-        med = lambda name, m: float(np.median(times[kern.label, name, m])) * 1e3  # noqa: E731
-        head = kern.head or kern
-        decode = layers * sum(med(name, 1) for name, _, _ in layer) + med("lm_head", 1)
-        prefill = layers * sum(med(name, args.prefill) for name, _, _ in layer) + med("lm_head", 1)
-        nbytes = layers * layer_weights * kern.bytes_per_weight() + hk * hn * head.bytes_per_weight()
+        decode = float(np.median(times[kern.label, 1])) * 1e3
+        prefill = float(np.median(times[kern.label, args.prefill])) * 1e3
+        nbytes = layer_weights * kern.bytes_per_weight() + head_weights * (kern.head or kern).bytes_per_weight()
         bound = nbytes / (bandwidth.best_gbps * 1e9) * 1e3
-        flops = 2 * args.prefill * layers * layer_weights + 2 * hk * hn
+        flops = 2 * args.prefill * layer_weights + 2 * head_weights
         rows.append({"kernel": kern.label, "decode_ms": decode, "weight_mib": nbytes / 2**20, "bound_ms": bound,
-                     "roofline": bound / decode, "prefill_ms": prefill, "prefill_gflops": flops / prefill / 1e6,
-                     "lm_head_ms": med("lm_head", 1)})
+                     "roofline": bound / decode, "prefill_ms": prefill, "prefill_gflops": flops / prefill / 1e6})
     base = next(r for r in rows if r["kernel"] == WEIGHT_ONLY_INT8.label)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
-    import onnxruntime as ort
-
     lines = [f"# Decoder weight MatMuls by kernel ({args.preset}, {layers} layers)", "",
              f"Made on {time.strftime('%Y-%m-%d')} at commit {commit} by `benchmarks/matmul_kernels.py` "
              f"(defaults: prefill {args.prefill} tokens, {args.threads} threads, {args.rounds} interleaved rounds, "
-             f"medians). CPU: {cpu_model()} ({os.cpu_count()} cores; int8 instructions: {', '.join(int8_isa() or ['unknown'])}); onnxruntime {ort.__version__}; {platform.machine()}. "
+             f"medians). CPU: {cpu_model()} ({os.cpu_count()} cores; int8 instructions: {', '.join(int8_isa() or ['unknown'])}); "
+             f"onnxruntime {ort.__version__}; {platform.machine()}. "
              f"Roofline: weight bytes / {bandwidth.best_gbps:.1f} GB/s (STREAM copy, same run).", "",
-             "Each product is timed alone, so this is the floor a whole graph reaches with that kernel: "
-             "the graph adds attention, norms, the KV cache and per-op dispatch.", "",
+             "One graph per kernel holds only the decoder's weight products (and the norms between them): the floor "
+             "a whole decoder reaches with that kernel, before attention, the KV cache and rotary.", "",
              "| kernel | weights MiB | decode ms/token | % of memory roofline | decode vs int8 weight-only | "
-             "prefill ms | prefill GFLOP/s | prefill vs int8 weight-only | lm_head ms |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "prefill ms | prefill GFLOP/s | prefill vs int8 weight-only |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['kernel']} | {r['weight_mib']:.0f} | {r['decode_ms']:.2f} | {100 * r['roofline']:.0f}% | "
                      f"{base['decode_ms'] / r['decode_ms']:.2f}x | {r['prefill_ms']:.0f} | {r['prefill_gflops']:.0f} | "
-                     f"{base['prefill_ms'] / r['prefill_ms']:.2f}x | {r['lm_head_ms']:.2f} |")
+                     f"{base['prefill_ms'] / r['prefill_ms']:.2f}x |")
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "matmul_kernels.md").write_text("\n".join(lines) + "\n")
     (args.results / "matmul_kernels.json").write_text(json.dumps(
-        {"preset": args.preset, "prefill": args.prefill, "threads": args.threads, "cpu": cpu_model(), "int8_isa": int8_isa(),
-         "bandwidth_gbps": bandwidth.best_gbps, "rows": rows}, indent=1) + "\n")
+        {"preset": args.preset, "prefill": args.prefill, "threads": args.threads, "cpu": cpu_model(),
+         "int8_isa": int8_isa(), "bandwidth_gbps": bandwidth.best_gbps, "rows": rows}, indent=1) + "\n")
     print("\n".join(lines))
 
 

@@ -144,11 +144,44 @@ def measure_gemm(kind: str = "MatMul", bits: int = 4, block_size: int = 32, size
                       threads, engine)
 
 
+def weight_product(kind: str, x: str, y: str, k: int, n: int, rng: np.random.Generator, bits: int = 4,
+                   block_size: int = 32, accuracy_level: int = 0) -> tuple[Any, list]:
+    """The node computing ``y = x @ W`` (float in and out, W random (k, n)) in ``kind``'s kernel,
+    and its initializers (named after ``y``): MatMul (fp32), DynamicQuantizeMatMul (int8 weights per
+    column, activations quantized per call: what dynamic quantization's pattern fuses to) or
+    MatMulNBits (int4 / int8 blocks)."""
+    from onnx import helper, numpy_helper
+
+    if kind == "DynamicQuantizeMatMul":
+        inits = [numpy_helper.from_array(rng.integers(-127, 127, (k, n), dtype=np.int8), f"{y}.B"),
+                 numpy_helper.from_array(rng.random(n, dtype=np.float32) * 0.01, f"{y}.scale"),
+                 numpy_helper.from_array(np.zeros(n, dtype=np.int8), f"{y}.zp")]
+        return helper.make_node(kind, [x, *(t.name for t in inits)], [y], domain="com.microsoft"), inits
+    if kind == "MatMulNBits":
+        blocks = math.ceil(k / block_size)
+        inits = [numpy_helper.from_array(rng.integers(0, 255, (n, blocks, block_size * bits // 8), dtype=np.uint8), f"{y}.B"),
+                 numpy_helper.from_array(rng.random(n * blocks, dtype=np.float32) * 0.01, f"{y}.scales")]
+        return helper.make_node(kind, [x, *(t.name for t in inits)], [y], domain="com.microsoft", K=k, N=n, bits=bits,
+                                block_size=block_size, accuracy_level=accuracy_level), inits
+    inits = [numpy_helper.from_array((rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32), f"{y}.B")]
+    return helper.make_node("MatMul", [x, inits[0].name], [y]), inits
+
+
+def cpu_session(model, threads: int):
+    """An ONNX Runtime CPU session of an in-memory model (IR 8: readable by every ORT we support)."""
+    import onnxruntime as ort
+
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
 def gemm_session(kind: str, m: int, n: int, k: int, bits: int = 4, block_size: int = 32, threads: int = 1,
                  accuracy_level: int = 0):
     """An ONNX Runtime session of one (m, k) x (k, n) product in ``kind``'s kernel, and its feeds:
-    MatMul (fp32), MatMulInteger (uint8 x int8), DynamicQuantizeMatMul (float in and out, int8
-    weights per column: what dynamic quantization's pattern fuses to) or MatMulNBits."""
+    MatMulInteger (uint8 x int8) or one of :func:`weight_product`'s."""
     import onnx  # noqa: F401 - ImportError here means "fall back to numpy"
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -163,41 +196,13 @@ def gemm_session(kind: str, m: int, n: int, k: int, bits: int = 4, block_size: i
         node = helper.make_node("MatMulInteger", ["A", "B", "a_zp"], ["Y"])
         inits = [w, zp]
         feeds = {"A": rng.integers(0, 255, (m, k), dtype=np.uint8)}
-    elif kind == "DynamicQuantizeMatMul":
-        a = helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])
-        out = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])
-        inits = [numpy_helper.from_array(rng.integers(-127, 127, (k, n), dtype=np.int8), "B"),
-                 numpy_helper.from_array(rng.random(n, dtype=np.float32) * 0.01, "b_scale"),
-                 numpy_helper.from_array(np.zeros(n, dtype=np.int8), "b_zp")]
-        node = helper.make_node("DynamicQuantizeMatMul", ["A", "B", "b_scale", "b_zp"], ["Y"], domain="com.microsoft")
-        feeds = {"A": rng.standard_normal((m, k), dtype=np.float32)}
-    elif kind == "MatMulNBits":
-        blocks = math.ceil(k / block_size)
-        blob = block_size * bits // 8
-        a = helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])
-        out = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])
-        w = numpy_helper.from_array(rng.integers(0, 255, (n, blocks, blob), dtype=np.uint8), "B")
-        scales = numpy_helper.from_array(rng.random(n * blocks, dtype=np.float32) * 0.01, "scales")
-        node = helper.make_node("MatMulNBits", ["A", "B", "scales"], ["Y"], domain="com.microsoft",
-                                K=k, N=n, bits=bits, block_size=block_size, accuracy_level=accuracy_level)
-        inits = [w, scales]
-        feeds = {"A": rng.standard_normal((m, k), dtype=np.float32)}
     else:
-        kind = "MatMul"
         a = helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])
         out = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])
-        w = numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "B")
-        node = helper.make_node("MatMul", ["A", "B"], ["Y"])
-        inits = [w]
+        node, inits = weight_product(kind, "A", "Y", k, n, rng, bits, block_size, accuracy_level)
         feeds = {"A": rng.standard_normal((m, k), dtype=np.float32)}
-    graph = helper.make_graph([node], "gemm", [a], [out], initializer=inits)
-    model = helper.make_model(graph, opset_imports=opset)
-    model.ir_version = 8  # readable by every ORT the runtime supports (>= 1.14)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return session, feeds, f"onnxruntime {ort.__version__} CPU"
+    model = helper.make_model(helper.make_graph([node], "gemm", [a], [out], initializer=inits), opset_imports=opset)
+    return cpu_session(model, threads), feeds, f"onnxruntime {ort.__version__} CPU"
 
 
 # --- model figures -------------------------------------------------------------------------------
