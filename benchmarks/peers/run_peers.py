@@ -170,8 +170,11 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Peer comparison: decode on the same weights",
         "",
-        f"Model: random-weight edge-0.5b decoder, **reduced to {c['llm_layers']} of 24 layers** at full width "
-        f"(hidden 896, 14 heads / 2 KV heads, MLP 4864, vocab 151,936, tied embeddings) — {c['reason_reduced']}. "
+        "Model: random-weight edge-0.5b decoder, "
+        + ("**all 24 layers** " if c["llm_layers"] >= 24 else f"**reduced to {c['llm_layers']} of 24 layers** ")
+        + "(hidden 896, 14 heads / 2 KV heads, MLP 4864, vocab 151,936, tied embeddings)"
+        + ("" if c["llm_layers"] >= 24 else " — the full model's exports and 8 contenders x interleaved runs take "
+           "longer; width, vocabulary and KV layout are the real ones") + ". "
         f"Prompt {c['prompt_tokens']} tokens, {c['new_tokens']} new tokens (end-of-sequence ignored), greedy, "
         f"{c['runs']} runs per side after {c['warmup']} warm-up, interleaved A B A B, {c['threads'] or 'default'} threads.",
         "",
@@ -192,8 +195,10 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += ["", "Notes:", "",
               "- TTFT: ours caches the fixed prompt prefix (system line) once per loaded runtime, so its prefill "
               f"runs {c['prompt_tokens'] - c['ours_prefix_tokens']} of the {c['prompt_tokens']} tokens; peers prefill all of them.",
-              "- Ours INT8 is weight-only MatMulNBits (8-bit, block 128); GenAI's `-p int8` is its builder's INT8 "
-              "(MatMulNBits 8-bit); INT4 on both is MatMulNBits 4-bit (ours block 32, accuracy level 4).",
+              "- Ours as `export` writes it by default; each decoder's weight MatMuls (manifest `matmuls`): "
+              + ", ".join(f"{k} {v}" for k, v in report.get("ours_decoders", {}).items())
+              + " (INT8: layers on the CPU's integer GEMM, lm_head weight-only; INT4: MatMulNBits 4-bit, block 128, "
+              "accuracy level 4). GenAI's `-p int8` / `-p int4` are its builder's MatMulNBits 8-bit / 4-bit.",
               "- Model sizes on disk: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in report["model_bytes"].items()) + ".",
               "", "## Machine", "", report["machine"], ""]
     return "\n".join(lines)
@@ -225,7 +230,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def machine_line() -> str:
-    from exo2ego_edge.runtime.sysinfo import describe_system, package_versions
+    from exo2ego_edge.runtime.sysinfo import describe_system, int8_isa, package_versions
 
     s = describe_system()
     genai = ""
@@ -236,7 +241,8 @@ def machine_line() -> str:
         if len(v) == 3:
             genai = f"; GenAI venv: onnxruntime-genai {v[0]}, onnxruntime {v[1]}, transformers {v[2]}"
     vers = package_versions(("onnxruntime", "torch", "transformers", "optimum", "optimum-onnx", "numpy"))
-    return (f"{s['cpu_model']}, {s['cpu_logical_cores']} logical cores, {(s['memory_total_bytes'] or 0) / 2**30:.0f} GiB RAM, "
+    return (f"{s['cpu_model']} (int8 instructions: {', '.join(int8_isa() or ['unknown'])}), {s['cpu_logical_cores']} "
+            f"logical cores, {(s['memory_total_bytes'] or 0) / 2**30:.0f} GiB RAM, "
             f"{s['os']}, Python {s['python']}; " + ", ".join(f"{k} {v}" for k, v in vers.items()) + genai
             + ". A shared machine: absolute figures drift, the interleaved ratios are the result.")
 
@@ -316,16 +322,17 @@ def main() -> None:
 
 
 def _report(args, facts: dict[str, Any], models: dict[str, Path], results: list[dict[str, Any]]) -> dict[str, Any]:
+    from exo2ego_edge.bundle import load_manifest
+
     model_bytes = {k: sum(f.stat().st_size for f in Path(v).rglob("*") if f.is_file()) for k, v in models.items() if k != "hf-fp32"}
     return {
         "schema": "exo2ego-edge-peers/1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {"llm_layers": args.llm_layers, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
                    "runs": args.runs, "warmup": args.warmup, "threads": args.threads,
-                   "ours_prefix_tokens": facts["prefix_tokens"] or 0,
-                   "reason_reduced": "the full 24-layer model's exports and 8 contenders x interleaved runs do not fit "
-                                     "this 2-core machine's time budget; width, vocabulary and KV layout are the real ones"},
+                   "ours_prefix_tokens": facts["prefix_tokens"] or 0},
         "model_bytes": model_bytes,
+        "ours_decoders": {k: load_manifest(v).graphs["decoder"].matmuls for k, v in models.items() if k.startswith("ours-")},
         "pairs": results,
         "machine": machine_line(),
     }
