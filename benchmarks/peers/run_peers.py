@@ -67,13 +67,14 @@ def prepare_checkpoint(work: Path, llm_layers: int, vision_layers: int, seed: in
     return ckpt, hf
 
 
-def ours_bundle(ckpt: Path, work: Path, precision: str) -> Path:
+def ours_bundle(ckpt: Path, work: Path, precision: str, max_seq: int = 1024) -> Path:
+    """Our bundle of the checkpoint, its KV cache sized for ``max_seq`` tokens (cached)."""
     from exo2ego_edge.export.pipeline import export_bundle
 
-    out = work / f"ours-{precision}"
+    out = work / (f"ours-{precision}" + (f"-seq{max_seq}" if max_seq != 1024 else ""))
     if not (out / "manifest.json").is_file():
         export_bundle(ckpt, out, precision=precision, overwrite=True, force=True, parity_samples=1,
-                      max_new_tokens=4, max_seq=1024)
+                      max_new_tokens=4, max_seq=max_seq)
     return out
 
 
@@ -258,6 +259,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--only", nargs="*", help="engines to run (hf optimum genai)")
+    ap.add_argument("--precisions", nargs="*", help="precisions to run (fp32 int8 int4)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -271,10 +273,12 @@ def main() -> None:
     ids = rng.integers(1000, 150000, size=args.prompt_tokens).tolist()  # ordinary ids: no specials
     ids_file = work / "prompt_ids.json"
     ids_file.write_text(json.dumps(ids))
-    pairs = [p for p in PAIRS if not args.only or p[1] in args.only]
+    pairs = [p for p in PAIRS if (not args.only or p[1] in args.only)
+             and (not args.precisions or p[2] in args.precisions)]
     models: dict[str, Path] = {}
+    max_seq = max(1024, args.prompt_tokens + args.new_tokens)
     for precision in sorted({p[2] for p in pairs}):
-        models[f"ours-{precision}"] = ours_bundle(ckpt, work, precision)
+        models[f"ours-{precision}"] = ours_bundle(ckpt, work, precision, max_seq)
     for _, engine, precision in pairs:
         key = f"{engine}-{precision}"
         try:
