@@ -20,7 +20,7 @@ import numpy as np
 def profile(bundle: Path, context: int, steps: int, threads: int | None) -> dict:
     import onnxruntime as ort
 
-    from exo2ego_edge.bundle import load_manifest
+    from exo2ego_edge.bundle import LOGITS_TO_KEEP, load_manifest
 
     m = load_manifest(bundle)
     d = m.graphs["decoder"]
@@ -39,6 +39,8 @@ def profile(bundle: Path, context: int, steps: int, threads: int | None) -> dict
         "attention_mask": np.ones((1, context + 1), np.int64),
         "position_ids": np.array([[context]], np.int64),
     }
+    if LOGITS_TO_KEEP in dtypes:  # the runtime asks for the last position's logits only
+        feeds[LOGITS_TO_KEEP] = np.array(1, np.int64)
     for t in d.inputs:
         if t.name.startswith("past_key_values"):
             feeds[t.name] = rng.standard_normal((1, dec.num_kv_heads, context, dec.head_dim)).astype(dtypes[t.name])
