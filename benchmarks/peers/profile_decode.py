@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/peers/profile_decode.py BUNDLE [--context 300] [--steps 20] [--threads T]
 
-Runs the decoder graph as the runtime does (one token, a KV cache of ``--context`` positions) with
+Runs the decoder graph as the runtime does (one token, a KV cache of ``--context`` positions, the last
+position's logits) with
 ``enable_profiling``, then sums kernel time per op type over the steps (the first step is dropped:
-it pays one-off allocation). Prints a table and writes ``<BUNDLE>/../profile_<name>.json``.
+it pays one-off allocation). Prints a table, and writes it as JSON to ``--out``.
 """
 
 from __future__ import annotations
