@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -503,7 +502,7 @@ def report(work: Path, results: Path, wall: float, notes: Path | None = None) ->
     for i, b in enumerate(BUDGETS):
         lines.append(f"| {100 * b:g}% | {mean_sd(list(sweep['a'][i].values()))} | {mean_sd(list(sweep['b'][i].values()))} "
                      f"| {mean_sd(paired[i])} | {len(paired[i])} | {mean_sd(everything['a'][i])} | {mean_sd(everything['b'][i])} |")
-    lines += ["", f"![accuracy vs ego-text budget](ego_text_sweep.png)", "",
+    lines += ["", "![accuracy vs ego-text budget](ego_text_sweep.png)", "",
               "### 3. Primary endpoint and verdict", "",
               f"Primary endpoint (mean of the 2% and 5% budgets): (a) {mean_sd(primary['a'])}, (b) {mean_sd(primary['b'])}. "
               f"(b) − (a) = {diff:+.1f} points; pooled std {sigma:.1f} -> {diff / sigma:+.1f} std.", "",
