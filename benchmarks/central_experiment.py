@@ -137,6 +137,11 @@ def prepare_data(world: Path, work: Path, takes: int, seed: int) -> tuple[list[s
     return clips, suite
 
 
+def result_file(work: Path, variant: str, seed: int) -> Path:
+    """Where :func:`train_and_score` caches a finished run."""
+    return work / "results" / f"{variant}_seed{seed}.json"
+
+
 def train_and_score(v: Variant, seed: int, clips: list[str], suite, frames, work: Path, threads: int = 1,
                     image_size: int = 64, tower: str | None = None, extra: tuple[str, ...] = ()) -> dict:
     """One run: train the variant, score its student on EgoSim-Bench; cached in WORK/results."""
@@ -144,7 +149,7 @@ def train_and_score(v: Variant, seed: int, clips: list[str], suite, frames, work
     from exo2ego_edge.train.trainer import run_training
 
     name = f"{v.key}_seed{seed}"
-    cached = work / "results" / f"{name}.json"
+    cached = result_file(work, v.key, seed)
     if cached.is_file():
         record = json.loads(cached.read_text())
         if record.get("vision_tower") != tower:  # the cache is keyed by variant and seed only

@@ -144,6 +144,7 @@ def names_unseen(text: str) -> bool:
 
 def prepare(work: Path, seed: int, data: str) -> tuple[list[str], Path]:
     """The dealing's clip files (the world's clips with re-dealt text sides) and the seed's suite."""
+    from exo2ego_edge.atomic import atomic_file
     from exo2ego_edge.data.clips import default_instructions_path, split_clip_files
     from exo2ego_edge.eval.egosim_bench import write_suite
     from exo2ego_edge.jsonl import read_jsonl
@@ -159,16 +160,12 @@ def prepare(work: Path, seed: int, data: str) -> tuple[list[str], Path]:
         rows = read_jsonl(train)
         sides = text_sides(sorted({r["take_uid"] for r in rows}), seed, data)
         for src, dst in ((train, out), (default_instructions_path(train), default_instructions_path(out))):
-            dealt = []
-            for r in read_jsonl(src):
-                side = sides[r["take_uid"]]
-                if data.startswith("unseen") and side == "ego" and names_unseen(r["text"]):
-                    side = "none"
-                dealt.append({**r, "text_side": side})
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in dealt))
-            os.replace(tmp, dst)
+            with atomic_file(dst) as f:
+                for r in read_jsonl(src):
+                    side = sides[r["take_uid"]]
+                    if data.startswith("unseen") and side == "ego" and names_unseen(r["text"]):
+                        side = "none"
+                    f.write(json.dumps({**r, "text_side": side}, ensure_ascii=False) + "\n")
     return [str(out)], suite
 
 
@@ -215,21 +212,35 @@ def execute(run: Run, work: Path, frames: dict) -> dict:
     return record
 
 
-def concept_accuracy(student: Path, clips: Path) -> dict:
-    """Greedy "What am I doing?" on held-out ego clips: verb and noun accuracy, unseen vs seen."""
+def greedy_answers(scorer, rows: list[dict], view: str, question: str) -> list[str]:
+    """The scorer's model answering ``question`` greedily about each row's clip from ``view``."""
     import torch
 
+    from exo2ego_edge.runtime.video import decode_clip
+    from exo2ego_edge.train.evaluation import answer_questions
+
+    frames = np.stack([decode_clip(r[f"{view}_video"], r["start"], r["end"], scorer.num_frames, scorer.image_size)
+                       for r in rows])
+    return answer_questions(scorer.model, scorer.tok, torch.from_numpy(frames), [question] * len(rows))
+
+
+def held_out_clips(clips: Path) -> list[dict]:
+    """One row per held-out clip moment: its best exo camera's (``val.jsonl`` has one per camera)."""
+    from exo2ego_edge.jsonl import read_jsonl
+
+    return [r for r in read_jsonl(clips / "val.jsonl") if r["is_best_exo"]]
+
+
+def concept_accuracy(student: Path, clips: Path) -> dict:
+    """Greedy "What am I doing?" on held-out ego clips: verb and noun accuracy, unseen vs seen."""
     from exo2ego_edge.eval.scoring import TorchScorer
     from exo2ego_edge.jsonl import read_jsonl
     from exo2ego_edge.prompt import DOING_QUESTION
-    from exo2ego_edge.runtime.video import decode_clip
-    from exo2ego_edge.train.evaluation import answer_parts, answer_questions, select_doing_rows
+    from exo2ego_edge.train.evaluation import answer_parts, select_doing_rows
 
     scorer = TorchScorer.from_checkpoint(student)
     rows = select_doing_rows(read_jsonl(clips / "val.instructions.jsonl"), "val", limit=10**6)
-    n, size = scorer.num_frames, scorer.image_size
-    frames = torch.from_numpy(np.stack([decode_clip(r["ego_video"], r["start"], r["end"], n, size) for r in rows]))
-    answers = answer_questions(scorer.model, scorer.tok, frames, [DOING_QUESTION] * len(rows))
+    answers = greedy_answers(scorer, rows, "ego", DOING_QUESTION)
     parts = [answer_parts(a, r) for a, r in zip(answers, rows)]
     out: dict = {}
     for part, concept in (("verb", UNSEEN["verb"]), ("object", UNSEEN["object"])):
@@ -245,20 +256,14 @@ def caption_naming(student: Path, clips: Path) -> dict:
     """How often the student's caption of a held-out clip names the unseen verb / object when the
     clip's description does, from the ego view and from the best exo view: the exo text taught
     the words, and this says whether the model says them about exo video but not about ego video."""
-    import torch
-
     from exo2ego_edge.eval.scoring import TorchScorer
-    from exo2ego_edge.jsonl import read_jsonl
-    from exo2ego_edge.runtime.video import decode_clip
-    from exo2ego_edge.train.evaluation import answer_questions, object_matches, verb_matches
+    from exo2ego_edge.train.evaluation import object_matches, verb_matches
 
     scorer = TorchScorer.from_checkpoint(student)
-    rows = [r for r in read_jsonl(clips / "val.jsonl") if r["is_best_exo"] and names_unseen(r["text"])]
-    n, size = scorer.num_frames, scorer.image_size
+    rows = [r for r in held_out_clips(clips) if names_unseen(r["text"])]
     out = {}
     for view in ("ego", "exo"):
-        frames = torch.from_numpy(np.stack([decode_clip(r[f"{view}_video"], r["start"], r["end"], n, size) for r in rows]))
-        answers = answer_questions(scorer.model, scorer.tok, frames, [scorer.caption_question] * len(rows))
+        answers = greedy_answers(scorer, rows, view, scorer.caption_question)
         for concept, matches in (("verb", verb_matches), ("object", object_matches)):
             pairs = [(a, r) for a, r in zip(answers, rows) if matches(r["text"], UNSEEN[concept])]
             out[f"{view}_{concept}"] = {"named": 100.0 * float(np.mean([matches(a, UNSEEN[concept]) for a, _ in pairs])),
@@ -269,26 +274,20 @@ def caption_naming(student: Path, clips: Path) -> dict:
 def exo_captions(student: Path, clips: Path) -> dict:
     """The student as a demonstrator: its captions of held-out clips from the best exo view,
     scored for the verb, and how many different captions it gives."""
-    import torch
-
     from exo2ego_edge.eval.egosim_bench import SIM_VERBS, normalise_verb
     from exo2ego_edge.eval.scoring import TorchScorer
-    from exo2ego_edge.jsonl import read_jsonl
-    from exo2ego_edge.runtime.video import decode_clip
-    from exo2ego_edge.train.evaluation import answer_questions, verb_matches
+    from exo2ego_edge.train.evaluation import verb_matches
 
     scorer = TorchScorer.from_checkpoint(student)
-    rows = [r for r in read_jsonl(clips / "val.jsonl") if r["is_best_exo"]]
-    frames = torch.from_numpy(np.stack([decode_clip(r["exo_video"], r["start"], r["end"], scorer.num_frames,
-                                                    scorer.image_size) for r in rows]))
-    answers = answer_questions(scorer.model, scorer.tok, frames, [scorer.caption_question] * len(rows))
+    rows = held_out_clips(clips)
+    answers = greedy_answers(scorer, rows, "exo", scorer.caption_question)
     verbs = [next(v for v in map(normalise_verb, SIM_VERBS) if verb_matches(r["text"], v)) for r in rows]
     return {"verb_accuracy": 100.0 * float(np.mean([verb_matches(a, v) for a, v in zip(answers, verbs)])),
             "distinct_captions": len(set(answers)), "n": len(rows)}
 
 
 def result_path(work: Path, run: Run) -> Path:
-    return work / str(run.seed) / run.data / "results" / f"{run.variant}_seed{run.seed}.json"
+    return ce.result_file(work / str(run.seed) / run.data, run.variant, run.seed)
 
 
 def claim_path(work: Path, run: Run) -> Path:

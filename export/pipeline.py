@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exo2ego_edge.atomic import atomic_dir, check_writable
-from exo2ego_edge.bundle import EMBEDDING_INT4_BLOCK, LOGITS_TO_KEEP, MANIFEST, GraphSpec, Manifest, TensorSpec, past_names, write_manifest
+from exo2ego_edge.bundle import (
+    EMBEDDING_INT4_BLOCK, LOGITS_TO_KEEP, MANIFEST, GraphSpec, Manifest, TensorSpec, past_names, write_manifest,
+)
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
 from exo2ego_edge.export.bundle_writer import make_manifest, ort_requirement, provenance
@@ -266,7 +268,7 @@ def make_precision_graphs(
             if name == "decoder" and matmul_scheme(name, opts) == "integer-dynamic":
                 tmp = work / "decoder-int8.onnx"
                 quantize.quantize_integer_decoder(src, tmp)
-            elif name == "decoder" and (opts.precision == "int4" or not gpu):
+            elif name == "decoder" and matmul_scheme(name, opts) == "weight-only":
                 bits = 4 if opts.precision == "int4" else 8
                 block = opts.int4_block_size if bits == 4 else quantize.WEIGHT_ONLY_INT8_BLOCK
                 tmp = work / f"decoder-int{bits}.onnx"

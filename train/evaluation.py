@@ -164,13 +164,13 @@ def evaluate_doing(model, tokenizer, frames: torch.Tensor, rows: list[dict], bat
     model.eval()
     answers = answer_questions(model, tokenizer, frames, [DOING_QUESTION] * len(rows), batch_size)
     model.train(was_training)
-    verb_ok = [verb_matches(a, r["verb"]) for a, r in zip(answers, rows)]
-    obj_ok = [object_matches(a, r["object"]) for a, r in zip(answers, rows)]
+    parts = [answer_parts(a, r) for a, r in zip(answers, rows)]
+    verb_ok, obj_ok = [p["verb"] for p in parts], [p["object"] for p in parts]
     both = [v and o for v, o in zip(verb_ok, obj_ok)]
     phrases = [object_phrase(r["answer"], r["object"]) for r in rows]
     # The answer's first mention of the noun must carry the reference's qualifier: "the red block
     # on the blue block" does not name the blue block as the one being moved.
-    phrase_ok = [answer_parts(a, r)["colour"] for a, r in zip(answers, rows)]
+    phrase_ok = [p["colour"] for p in parts]
     cv, rv = chance_levels([r["verb"] for r in rows])
     co, ro = chance_levels([r["object"] for r in rows])
     cb, rb = chance_levels([(r["verb"], r["object"]) for r in rows])
