@@ -15,6 +15,13 @@ Graph interface (names are part of the contract):
   (B, kv_heads, past, head_dim) -> ``logits`` (B, K, V) and ``present.{i}.key|value``
   (B, kv_heads, past + S, head_dim).
 
+  KV cache layouts (``DecoderSpec.kv_cache``): "concat" is the graph above, which any provider and
+  TensorRT run: each call writes past + new into a fresh present. "in-place" (CPU-target bundles
+  from format 5 on) runs attention as ONNX Runtime's ``GroupQueryAttention`` over one
+  preallocated cache: ``past_key_values.*`` and ``present.*`` are both (B, kv_heads, cache,
+  head_dim), bound to the same buffer, and a call writes only its S new positions, at
+  ``total - S`` .. ``total - 1`` (``total`` is ``attention_mask``'s length).
+
   ``logits_to_keep`` = k (Hugging Face's name and meaning): the logits cover the last
   K = min(k, S) new positions, or all S for k = 0. Generation passes 1 (a prefill's vocabulary
   projection is then one row, not S), option log-likelihood the option's length, a teacher-forced
@@ -43,11 +50,14 @@ FORMAT = "exo2ego-edge-bundle"
 # 1: first format. 2: adds the optional `embedding_scales` (an int8 token-embedding table).
 # 3: adds `requires` (the ONNX Runtime the graphs load on), the optional `golden` inputs, `costs`.
 # 4: adds `GraphSpec.matmuls` and the int4 token-embedding table (see `embedding_scales`).
-FORMAT_VERSION = 4
+# 5: adds `DecoderSpec.kv_cache` (the in-place KV cache).
+FORMAT_VERSION = 5
 MANIFEST = "manifest.json"
 LOGITS_TO_KEEP = "logits_to_keep"  # the decoder input choosing how many positions get logits
 # Dynamic axis names, read by the runtime and by TensorRT profiles.
 FRAMES, BATCH, SEQ, PAST, TOTAL = "frames", "batch", "sequence", "past_sequence", "total_sequence"
+CACHE = "cache_sequence"  # an in-place cache's preallocated length (the runtime binds max_seq)
+KV_CACHES = ("concat", "in-place")
 EMBEDDING_INT4_BLOCK = 32  # values per scale in an int4 token-embedding table
 KEPT = "kept_sequence"  # positions the logits cover: min(logits_to_keep, sequence), all for 0
 
@@ -121,6 +131,11 @@ class DecoderSpec:
     max_seq: int  # largest past + new tokens the export was sized for
     max_frames: int
     tokens_per_frame: int
+    kv_cache: str = "concat"  # one of KV_CACHES; bundles before format 5 are "concat"
+
+    def __post_init__(self) -> None:
+        if self.kv_cache not in KV_CACHES:
+            raise BundleError(f"manifest: decoder.kv_cache '{self.kv_cache}' is not one of {', '.join(KV_CACHES)}")
 
 
 @dataclass

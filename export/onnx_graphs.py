@@ -20,6 +20,11 @@ Graph interface (see :mod:`exo2ego_edge.bundle`): vision ``frames`` uint8 (N, H,
 ``visual_tokens`` (N, P, D); decoder ``inputs_embeds`` + ``attention_mask`` + ``position_ids`` +
 ``logits_to_keep`` + ``past_key_values.{i}.key|value`` -> ``logits`` (last ``logits_to_keep``
 positions) + ``present.{i}.key|value``.
+
+Two decoders share that interface (``DecoderSpec.kv_cache``): :class:`DecoderGraph` concatenates
+past and new keys in the graph ("concat", any provider and TensorRT), :class:`InPlaceDecoderGraph`
+runs each layer's attention as ONNX Runtime's ``GroupQueryAttention`` over a cache the runtime
+preallocates and binds as both past and present ("in-place": a step writes its new rows only).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import torch
 from torch import nn
 
 from exo2ego_edge.bundle import (
-    BATCH, FRAMES, KEPT, LOGITS_TO_KEEP, PAST, SEQ, TOTAL, TensorSpec, past_names, present_names,
+    BATCH, CACHE, FRAMES, KEPT, KV_CACHES, LOGITS_TO_KEEP, PAST, SEQ, TOTAL, TensorSpec, past_names, present_names,
 )
 from exo2ego_edge.config import ModelConfig
 from exo2ego_edge.errors import UserError
@@ -79,10 +84,11 @@ def vision_io(cfg: ModelConfig, float_dtype: str = "float32") -> GraphIO:
     )
 
 
-def decoder_io(cfg: ModelConfig, float_dtype: str = "float32") -> GraphIO:
+def decoder_io(cfg: ModelConfig, float_dtype: str = "float32", kv_cache: str = "concat") -> GraphIO:
     lc = cfg.llm
-    kv_in = [BATCH, lc.num_kv_heads, PAST, lc.head_dim]
-    kv_out = [BATCH, lc.num_kv_heads, TOTAL, lc.head_dim]
+    in_place = kv_cache == "in-place"
+    kv_in = [BATCH, lc.num_kv_heads, CACHE if in_place else PAST, lc.head_dim]
+    kv_out = [BATCH, lc.num_kv_heads, CACHE if in_place else TOTAL, lc.head_dim]
     return GraphIO(
         inputs=[
             TensorSpec("inputs_embeds", float_dtype, [BATCH, SEQ, lc.hidden_size]),
@@ -148,7 +154,108 @@ class DecoderGraph(nn.Module):
         return (out.logits, *present)
 
 
+@torch.library.custom_op("exo2ego::group_query_attention", mutates_args=())
+def group_query_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, past_key: torch.Tensor,
+                             past_value: torch.Tensor, seqlens_k: torch.Tensor, total: torch.Tensor,
+                             num_heads: int, kv_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ONNX Runtime's ``com.microsoft.GroupQueryAttention`` with a shared past/present buffer, in torch.
+
+    query (B, S, H*hd), key / value (B, S, KV*hd) already rotated; past_key / past_value
+    (B, KV, C, hd), C the cache's preallocated length; ``seqlens_k`` (B,) int32 = total - 1;
+    ``total`` int32 scalar. The new keys and values land at rows total - S .. total - 1 and
+    queries attend causally to rows 0 .. their own; outputs: (B, S, H*hd) and the cache with the
+    new rows (ORT writes them into past's buffer when present is bound to it). The exporter
+    writes the node itself (:func:`_group_query_attention_symbolic`); this body is what the trace runs.
+    """
+    b, s, _ = query.shape
+    hd = past_key.shape[-1]
+    present_key, present_value = past_key.clone(), past_value.clone()
+    out = torch.empty_like(query)
+    for i in range(b):
+        end = int(seqlens_k[i]) + 1
+        rows = slice(end - s, end)
+        present_key[i, :, rows] = key[i].reshape(s, kv_heads, hd).transpose(0, 1)
+        present_value[i, :, rows] = value[i].reshape(s, kv_heads, hd).transpose(0, 1)
+        k, v = (t[i, :, :end].repeat_interleave(num_heads // kv_heads, 0) for t in (present_key, present_value))
+        q = query[i].reshape(s, num_heads, hd).transpose(0, 1)  # (H, S, hd)
+        scores = torch.matmul(q, k.transpose(1, 2)) * scale  # (H, S, end)
+        causal = torch.arange(end)[None, :] <= torch.arange(end - s, end)[:, None]
+        probs = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+        out[i] = torch.matmul(probs, v).transpose(0, 1).reshape(s, -1)
+    return out, present_key, present_value
+
+
+@group_query_attention_op.register_fake
+def _(query, key, value, past_key, past_value, seqlens_k, total, num_heads, kv_heads, scale):
+    return torch.empty_like(query), torch.empty_like(past_key), torch.empty_like(past_value)
+
+
+def _group_query_attention_symbolic(g, query, key, value, past_key, past_value, seqlens_k, total,
+                                    num_heads, kv_heads, scale):
+    from torch.onnx import symbolic_helper
+
+    out, present_key, present_value = g.op(
+        "com.microsoft::GroupQueryAttention", query, key, value, past_key, past_value, seqlens_k, total,
+        num_heads_i=symbolic_helper._get_const(num_heads, "i", "num_heads"),
+        kv_num_heads_i=symbolic_helper._get_const(kv_heads, "i", "kv_heads"),
+        scale_f=symbolic_helper._get_const(scale, "f", "scale"), outputs=3,
+    )
+    out.setType(query.type())
+    present_key.setType(past_key.type())
+    present_value.setType(past_value.type())
+    return out, present_key, present_value
+
+
+class InPlaceCache:
+    """One call's cache as :class:`InPlaceDecoderGraph` hands it to each layer's attention:
+    the past buffers, the lengths GroupQueryAttention wants, and the presents it returns."""
+
+    def __init__(self, past: tuple[torch.Tensor, ...], attention_mask: torch.Tensor):
+        self.past = past
+        self.seqlens_k = (attention_mask.sum(dim=1) - 1).to(torch.int32)  # right padding: valid rows - 1
+        self.total = torch.tensor(attention_mask.shape[1], dtype=torch.int32)
+        self.present: list[torch.Tensor] = [None] * len(past)
+
+    def attend(self, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               scale: float) -> torch.Tensor:
+        """(B, H, S, hd) query, (B, KV, S, hd) new key / value -> (B, S, H, hd) attention output."""
+        b, heads, s, hd = query.shape
+        kv_heads = key.shape[1]
+        flat = [t.transpose(1, 2).reshape(b, s, -1) for t in (query, key, value)]
+        out, self.present[2 * layer], self.present[2 * layer + 1] = group_query_attention_op(
+            *flat, self.past[2 * layer], self.past[2 * layer + 1], self.seqlens_k, self.total, heads, kv_heads, scale)
+        return out.reshape(b, s, heads, hd)
+
+
+def in_place_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
+                       in_place_cache: InPlaceCache | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """The attention interface :class:`InPlaceDecoderGraph` exports with: the new (rotated) keys
+    and values go to GroupQueryAttention with the layer's cache; causality comes from the lengths."""
+    return in_place_cache.attend(module.layer_idx, query, key, value, scaling), None
+
+
+class InPlaceDecoderGraph(DecoderGraph):
+    """:class:`DecoderGraph`'s interface over an in-place cache: ``past_key_values.*`` are the
+    preallocated (B, KV, C, hd) buffers, ``present.*`` the same buffers with this call's rows
+    written. ``attention_mask`` gives the lengths (its width is past + S; its sum, per row, the
+    valid positions), so its padding must be on the right."""
+
+    def forward(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+        logits_to_keep: torch.Tensor, *past: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        cache = InPlaceCache(past, attention_mask)
+        out = self.llm(
+            inputs_embeds=inputs_embeds, attention_mask={"full_attention": None}, position_ids=position_ids,
+            use_cache=False, logits_to_keep=kept_positions(logits_to_keep, inputs_embeds.shape[1]),
+            in_place_cache=cache,
+        )
+        return (out.logits, *cache.present)
+
+
 EXPORT_ATTENTION = "exo2ego_grouped"  # transformers attention-interface name used while exporting
+IN_PLACE_ATTENTION = "exo2ego_in_place"
 
 
 def grouped_query_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -224,13 +331,16 @@ def patch_embeddings_as_matmul(encoder: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def export_attention(llm: nn.Module) -> Iterator[None]:
-    """Run ``llm``'s attention through :func:`grouped_query_attention` inside the block."""
+def export_attention(llm: nn.Module, kv_cache: str = "concat") -> Iterator[None]:
+    """Run ``llm``'s attention through :func:`grouped_query_attention` ("concat") or
+    :func:`in_place_attention` ("in-place") inside the block."""
     from transformers import AttentionInterface
 
-    AttentionInterface.register(EXPORT_ATTENTION, grouped_query_attention)
+    name, function = ((IN_PLACE_ATTENTION, in_place_attention) if kv_cache == "in-place"
+                      else (EXPORT_ATTENTION, grouped_query_attention))
+    AttentionInterface.register(name, function)
     before = llm.config._attn_implementation
-    llm.config._attn_implementation = EXPORT_ATTENTION
+    llm.config._attn_implementation = name
     try:
         yield
     finally:
@@ -269,11 +379,13 @@ def vision_example(cfg: ModelConfig, frames: int = 2) -> tuple[torch.Tensor, ...
 
 
 def decoder_example(cfg: ModelConfig, batch: int = 2, seq: int = 5, past: int = 3,
-                    logits_to_keep: int = 4) -> tuple[torch.Tensor, ...]:
-    # batch 2, past != seq, keep 4: no axis length coincides with another, so none is specialised.
+                    logits_to_keep: int = 4, kv_cache: str = "concat") -> tuple[torch.Tensor, ...]:
+    # batch 2, past != seq, keep 4, an in-place cache of 11: no axis length coincides with another,
+    # so none is specialised.
     lc = cfg.llm
     g = torch.Generator().manual_seed(0)
-    kv = [torch.randn(batch, lc.num_kv_heads, past, lc.head_dim, generator=g) for _ in range(2 * lc.num_layers)]
+    rows = 11 if kv_cache == "in-place" else past
+    kv = [torch.randn(batch, lc.num_kv_heads, rows, lc.head_dim, generator=g) for _ in range(2 * lc.num_layers)]
     return (
         torch.randn(batch, seq, lc.hidden_size, generator=g),
         torch.ones(batch, past + seq, dtype=torch.long),
@@ -284,10 +396,12 @@ def decoder_example(cfg: ModelConfig, batch: int = 2, seq: int = 5, past: int = 
 
 
 def _export(
-    module: nn.Module, args: tuple[torch.Tensor, ...], io: GraphIO, path: Path, opset: int, exporter: str
+    module: nn.Module, args: tuple[torch.Tensor, ...], io: GraphIO, path: Path, opset: int, exporter: str,
+    custom_opsets: dict[str, int] | None = None,
 ) -> None:
     if exporter not in EXPORTERS:
         raise UserError(f"unknown exporter '{exporter}'; choose one of: {', '.join(EXPORTERS)}")
+    torch.onnx.register_custom_op_symbolic("exo2ego::group_query_attention", _group_query_attention_symbolic, opset)
     module.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -297,7 +411,7 @@ def _export(
             torch.onnx.export(
                 module, args, str(path), input_names=io.input_names, output_names=io.output_names,
                 dynamic_axes=io.dynamic_axes(), opset_version=opset, dynamo=False,
-                do_constant_folding=True,
+                do_constant_folding=True, custom_opsets=custom_opsets,
             )
         else:
             _export_dynamo(module, args, io, path, opset)
@@ -344,10 +458,17 @@ def export_vision(model: Exo2Ego, path: str | Path, opset: int = DEFAULT_OPSET, 
     return io
 
 
-def export_decoder(model: Exo2Ego, path: str | Path, opset: int = DEFAULT_OPSET, exporter: str = "torchscript") -> GraphIO:
-    io = decoder_io(model.cfg)
-    with export_attention(model.llm):
-        _export(DecoderGraph(model), decoder_example(model.cfg), io, Path(path), opset, exporter)
+def export_decoder(model: Exo2Ego, path: str | Path, opset: int = DEFAULT_OPSET, exporter: str = "torchscript",
+                   kv_cache: str = "concat") -> GraphIO:
+    if kv_cache not in KV_CACHES:
+        raise UserError(f"unknown KV cache '{kv_cache}'; choose one of: {', '.join(KV_CACHES)}")
+    if kv_cache == "in-place" and exporter != "torchscript":
+        raise UserError("the in-place KV cache is exported with the torchscript exporter")
+    io = decoder_io(model.cfg, kv_cache=kv_cache)
+    graph = InPlaceDecoderGraph(model) if kv_cache == "in-place" else DecoderGraph(model)
+    with export_attention(model.llm, kv_cache):
+        _export(graph, decoder_example(model.cfg, kv_cache=kv_cache), io, Path(path), opset, exporter,
+                {"com.microsoft": 1} if kv_cache == "in-place" else None)
     log.info("wrote %s", path)
     return io
 

@@ -17,6 +17,10 @@ Precision per graph (``precision`` x ``target``):
 | int8      | vision: INT8 weights, dynamic activations;   | both: explicit Q/DQ, per-channel       |
 |           | decoder: weight-only INT8 (MatMulNBits)      | symmetric weights, calibrated acts     |
 | int4      | vision as int8; decoder: INT4 MatMulNBits    | vision Q/DQ; decoder INT4 MatMulNBits  |
+
+KV cache (``kv_cache``): target cpu exports the in-place cache (ONNX Runtime's GroupQueryAttention
+over one preallocated buffer: a decode step writes its own row, not past + new); GPU targets the
+concat graph, which TensorRT and every provider run.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ import numpy as np
 
 from exo2ego_edge.atomic import atomic_dir, check_writable
 from exo2ego_edge.bundle import (
-    EMBEDDING_INT4_BLOCK, LOGITS_TO_KEEP, MANIFEST, GraphSpec, Manifest, TensorSpec, past_names, write_manifest,
+    EMBEDDING_INT4_BLOCK, KV_CACHES, LOGITS_TO_KEEP, MANIFEST, GraphSpec, Manifest, TensorSpec, past_names,
+    write_manifest,
 )
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
@@ -70,6 +75,8 @@ class ExportOptions:
     # CPU INT8 decoder: "integer" runs its layers on INT8 GEMMs (fast prefill on VNNI / AMX / Arm
     # dot product), "weight-only" on MatMulNBits with float activations (see quantize.py).
     cpu_decoder: str = "integer"
+    # None: "in-place" for target cpu, "concat" for GPU targets (see the module docstring).
+    kv_cache: str | None = None
     calib_data: Path | None = None
     calib_samples: int = 16
     calib_method: str = "entropy"
@@ -104,6 +111,13 @@ class ExportOptions:
             out.append(f"cpu activations '{self.cpu_activations}' is not one of {', '.join(CPU_ACTIVATIONS)}")
         if self.cpu_decoder not in CPU_DECODERS:
             out.append(f"cpu decoder '{self.cpu_decoder}' is not one of {', '.join(CPU_DECODERS)}")
+        if self.kv_cache is not None and self.kv_cache not in KV_CACHES:
+            out.append(f"KV cache '{self.kv_cache}' is not one of {', '.join(KV_CACHES)}")
+        if self.kv_cache == "in-place" and self.target != "cpu":
+            out.append("--kv-cache in-place is ONNX Runtime's CPU GroupQueryAttention: it needs --target cpu "
+                       "(GPU targets export the concat cache TensorRT runs)")
+        if self.kv_cache == "in-place" and self.exporter != "torchscript":
+            out.append("--kv-cache in-place is exported with the torchscript exporter")
         if self.calib_method not in quantize.CALIBRATION_METHODS:
             out.append(f"calibration method '{self.calib_method}' is not one of {', '.join(quantize.CALIBRATION_METHODS)}")
         if self.opset < 17:
@@ -134,6 +148,11 @@ class ExportOptions:
     def calibrates_activations(self) -> bool:
         """INT8 / INT4 whose vision activations get calibrated ranges: GPU Q/DQ, or CPU static."""
         return self.precision in ("int8", "int4") and (self.target != "cpu" or self.cpu_activations == "static")
+
+    @property
+    def decoder_kv_cache(self) -> str:
+        """The KV cache the decoder is exported with: as asked, else by target."""
+        return self.kv_cache or ("in-place" if self.target == "cpu" and self.exporter == "torchscript" else "concat")
 
     def parity_thresholds(self) -> ParityThresholds:
         return self.thresholds or DEFAULT_THRESHOLDS[self.precision]
@@ -183,11 +202,15 @@ def save_onnx(model, path: Path) -> None:
 def export_fp32_graphs(student: Student, work: Path, opts: ExportOptions) -> dict[str, tuple[Path, GraphIO]]:
     """Both graphs in FP32, each in its own folder (a >2 GB export scatters weight files)."""
     out = {}
-    for name, export in (("vision", onnx_graphs.export_vision), ("decoder", onnx_graphs.export_decoder)):
+    for name in ("vision", "decoder"):
         folder = work / f"fp32-{name}"
         folder.mkdir()
         path = folder / f"{name}.onnx"
-        io = export(student.model, path, opset=opts.opset, exporter=opts.exporter)
+        if name == "vision":
+            io = onnx_graphs.export_vision(student.model, path, opset=opts.opset, exporter=opts.exporter)
+        else:
+            io = onnx_graphs.export_decoder(student.model, path, opset=opts.opset, exporter=opts.exporter,
+                                            kv_cache=opts.decoder_kv_cache)
         out[name] = (path, io)
     return out
 
@@ -292,7 +315,8 @@ def make_precision_graphs(
         if gpu and name == "decoder":  # the graph a device's `engines build` reads (it has no onnx)
             trt_file = f"{dst.stem}.trt.onnx"
             onnx_graphs.keep_last_logits(dst, dst.with_name(trt_file))
-        io_spec = (onnx_graphs.vision_io if name == "vision" else onnx_graphs.decoder_io)(cfg, float_dtype)
+        io_spec = (onnx_graphs.vision_io(cfg, float_dtype) if name == "vision"
+                   else onnx_graphs.decoder_io(cfg, float_dtype, opts.decoder_kv_cache))
         specs[name] = GraphSpec(file=file, precision=precision, inputs=io_spec.inputs, outputs=io_spec.outputs,
                                 opset=opts.opset, trt_file=trt_file, matmuls=matmul_scheme(name, opts))
     return specs
@@ -436,7 +460,7 @@ def export_bundle(
         golden_file = save_golden(tmp, goldens)
         option_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
         manifest = make_manifest(
-            tmp, cfg, student.tokenizer, graphs, embeddings, TOKENIZER_FILE, max_seq, max_frames,
+            tmp, cfg, student.tokenizer, graphs, embeddings, TOKENIZER_FILE, max_seq, max_frames, opts.decoder_kv_cache,
             provenance(checkpoint, opts.opset, opts.exporter, option_record,
                        ort_offline.LEVEL if cpu_optimized(opts) else None), engines,
             embedding_scales=embedding_scales, requires=ort_requirement(tmp, graphs, cpu_optimized(opts)),

@@ -1,9 +1,15 @@
 """The KV-cache bookkeeping every decoder backend shares (ONNX Runtime and TensorRT alike).
 
 A prefix's cache is written once and only read afterwards, so any number of generations can
-extend it. Each generation then alternates between two preallocated buffer sets (ping / pong),
-sized from the bundle's ``max_seq``: step N reads one set and writes past + new into the other,
-so no step allocates or copies a cache it does not have to.
+extend it. How a generation then grows its cache depends on the graph (``DecoderSpec.kv_cache``):
+
+- "concat" (:class:`PingPongDecoder`): the graph writes past + new into its present, so each
+  generation alternates between two preallocated buffer sets (ping / pong) sized from the
+  bundle's ``max_seq``: step N reads one set and writes the whole cache into the other.
+- "in-place" (:class:`InPlaceDecoder`): the graph writes only the new rows, into one
+  preallocated cache bound as both past and present. A prefix keeps a compact copy of its rows;
+  it is copied into the cache only when the cache no longer holds it (see ``resident``), so asking
+  several questions about one clip copies nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ class KVPrefix:
 
 
 class KVState:
-    """One generation's cache: the prefix it extends and how far the ping/pong buffers go."""
+    """One generation's cache: the prefix it extends, how far it has grown, and (ping/pong only)
+    which buffer set holds it."""
 
     def __init__(self, prefix: KVPrefix):
         self.prefix = prefix
@@ -33,15 +40,28 @@ class KVState:
         self.current: list[Any] | None = None  # None: the past is still the prefix itself
 
 
-class PingPongDecoder:
-    """Generation steps over ping/pong buffers; a backend provides ``_run`` and the buffers."""
+class CachedDecoder:
+    """What both cache layouts share: generations start on a prefix, and ``max_seq`` bounds them."""
 
     max_seq: int
-    ping: list[Any]
-    pong: list[Any]
 
     def start(self, prefix: KVPrefix) -> KVState:
         return KVState(prefix)
+
+    def _check_room(self, total: int) -> None:
+        if total > self.max_seq:
+            # Callers check the prompt length up front; this guards the generation budget.
+            raise BackendError(f"sequence of {total} tokens exceeds the bundle's max_seq {self.max_seq}")
+
+    def _run(self, embeds: np.ndarray, past_len: int, past: list[Any], out: list[Any]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PingPongDecoder(CachedDecoder):
+    """Generation steps over ping/pong buffers; a backend provides ``_run`` and the buffers."""
+
+    ping: list[Any]
+    pong: list[Any]
 
     def step(self, state: KVState, embeds: np.ndarray) -> np.ndarray:
         """Run ``embeds`` (S, D) on ``state``'s cache, advancing it; returns the last logits (V,)
@@ -54,10 +74,45 @@ class PingPongDecoder:
         state.current, state.length = out, total
         return logits
 
-    def _check_room(self, total: int) -> None:
-        if total > self.max_seq:
-            # Callers check the prompt length up front; this guards the generation budget.
-            raise BackendError(f"sequence of {total} tokens exceeds the bundle's max_seq {self.max_seq}")
 
-    def _run(self, embeds: np.ndarray, past_len: int, past: list[Any], out: list[Any]) -> np.ndarray:
+class InPlaceDecoder(CachedDecoder):
+    """Generation steps over one preallocated cache; a backend provides ``_run``, ``_load`` (copy
+    a prefix's rows into the cache) and ``cache``.
+
+    ``resident``: prefixes whose rows 0 .. length - 1 the cache holds. Writing after a prefix keeps
+    the residents no longer than it and drops the rest; one generation at a time owns the rows after
+    its prefix (``active``), and any other call that writes there ends it.
+    """
+
+    cache: list[Any]
+
+    def __init__(self) -> None:
+        self.resident: list[KVPrefix] = []
+        self.active: KVState | None = None
+
+    def step(self, state: KVState, embeds: np.ndarray) -> np.ndarray:
+        """As :meth:`PingPongDecoder.step`: run ``embeds`` (S, D) on ``state``'s cache, advancing it."""
+        total = state.length + embeds.shape[0]
+        self._check_room(total)
+        if self.active is not state:
+            if state.length != state.prefix.length:
+                raise BackendError("this generation's cache was overwritten by another call on the decoder: "
+                                   "run one generation at a time per decoder")
+            self._claim(state.prefix)
+            self.active = state
+        logits = self._run(embeds, state.length, self.cache, self.cache)
+        state.length = total
+        return logits
+
+    def _claim(self, prefix: KVPrefix) -> None:
+        """Make the cache's first rows hold ``prefix`` before a call writes the rows after it."""
+        self.active = None
+        kept = [p for p in self.resident if p.length <= prefix.length]
+        if any(p is prefix for p in kept):
+            self.resident = kept
+        else:
+            self._load(prefix)
+            self.resident = [prefix]
+
+    def _load(self, prefix: KVPrefix) -> None:
         raise NotImplementedError

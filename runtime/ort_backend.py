@@ -5,9 +5,11 @@ options from the manifest (``provider_options``): TensorRT engine and timing cac
 bundle, fp16 / int8 from the graph's precision and explicit profiles from the export limits.
 
 The decoder's KV cache lives in buffers the runtime allocates once, sized from the manifest
-(``decoder.max_seq``): two per layer and key/value ("ping" and "pong"). A decode step binds the
-past to one and the present to the other, both by raw pointer, so the only copy is the graph's own
-concat of past and the new token; the runtime copies nothing. Positions and the attention mask are
+(``decoder.max_seq``). For a "concat" graph, two per layer and key/value ("ping" and "pong"): a
+decode step binds the past to one and the present to the other, both by raw pointer, so the only
+copy is the graph's own concat of past and the new token. For an "in-place" graph
+(GroupQueryAttention), one per layer and key/value, bound as both past and present: a step writes
+its own rows and copies nothing else (see kv_cache.py). Positions and the attention mask are
 views of ``arange(max_seq)`` / ``ones(max_seq)`` made once. Every generation call, prefill
 included, asks the graph for the last position's logits only (``logits_to_keep = 1``), which land
 in one preallocated row. A shared prefix (prompt text, then a clip's visual tokens) is written by
@@ -27,7 +29,7 @@ import numpy as np
 
 from exo2ego_edge.bundle import LOGITS_TO_KEEP, GraphSpec, Manifest, past_names, present_names
 from exo2ego_edge.runtime.errors import BackendError
-from exo2ego_edge.runtime.kv_cache import KVPrefix, PingPongDecoder
+from exo2ego_edge.runtime.kv_cache import CachedDecoder, InPlaceDecoder, KVPrefix, PingPongDecoder
 
 log = logging.getLogger(__name__)
 
@@ -288,8 +290,9 @@ class _Buffer:
 _EMPTY = KVPrefix(0, [])
 
 
-class OrtDecoder(PingPongDecoder):
-    """The decoder graph with IOBinding over preallocated KV buffers (see the module docstring)."""
+class _OrtDecoder(CachedDecoder):
+    """The decoder graph with IOBinding over preallocated buffers (see the module docstring);
+    the two cache layouts differ in the shapes they bind and in how a prefix is kept."""
 
     def __init__(self, bundle: Path, manifest: Manifest, providers: list[str], threads: int | None,
                  spin: bool = False, options: list[dict[str, Any]] | None = None):
@@ -310,9 +313,6 @@ class OrtDecoder(PingPongDecoder):
         self.kv_dtype = dtypes[self.past[0]]
         # Bundles exported before ``logits_to_keep`` existed return logits for every position.
         self.keeps_logits = LOGITS_TO_KEEP in dtypes
-        row = d.num_kv_heads * d.head_dim
-        self.ping = [_Buffer(row * self.max_seq, self.kv_dtype, self.device) for _ in self.past]
-        self.pong = [_Buffer(row * self.max_seq, self.kv_dtype, self.device) for _ in self.past]
         self.positions = np.arange(self.max_seq, dtype=np.int64)[None]  # (1, max_seq)
         self.mask = np.ones((1, self.max_seq), dtype=np.int64)
         self.keep_last = np.ones((), dtype=np.int64)  # logits_to_keep = 1
@@ -322,35 +322,19 @@ class OrtDecoder(PingPongDecoder):
         self.calls = 0
         self.tokens_processed = 0
 
-    # --- public ---------------------------------------------------------------------------
-    def extend(self, prefix: KVPrefix | None, embeds: np.ndarray) -> tuple[KVPrefix, np.ndarray]:
-        """Run ``embeds`` (S, D) after ``prefix`` and keep the result as a new shared prefix.
+    def _buffer(self, rows: int) -> _Buffer:
+        return _Buffer(self.kv_shape[1] * self.kv_shape[2] * rows, self.kv_dtype, self.device)
 
-        Returns it and the last position's logits (V,), a view of the row the next call
-        overwrites (copy it to keep it). The present is written straight into exact-size buffers
-        of its own, so freezing the prefix costs no copy.
-        """
-        prefix = prefix or _EMPTY
-        total = prefix.length + embeds.shape[0]
-        self._check_room(total)
-        row = self.kv_shape[1] * self.kv_shape[2]
-        out = [_Buffer(row * total, self.kv_dtype, self.device) for _ in self.present]
-        logits = self._run(embeds, prefix.length, prefix.buffers, out)
-        return KVPrefix(total, out), logits
-
-    def logits(self, prefix: KVPrefix | None, embeds: np.ndarray, logits_to_keep: int) -> np.ndarray:
-        """Logits (K, V) of the last ``logits_to_keep`` of ``embeds`` (S, D) run after ``prefix``
-        (0: all S), leaving every cache untouched: for teacher-forced checks and option scoring."""
-        prefix = prefix or _EMPTY
+    def _logits_rows(self, embeds: np.ndarray, logits_to_keep: int) -> tuple[np.ndarray, int]:
+        """A (1, rows, V) array for :meth:`logits` and how many of its last rows are asked for."""
         s = embeds.shape[0]
-        self._check_room(prefix.length + s)
         keep = s if logits_to_keep <= 0 else min(logits_to_keep, s)
         rows = keep if self.keeps_logits else s
-        logits = np.empty((1, rows, self.vocab), dtype=self.logits_dtype)
-        self._bind(embeds, prefix.length, prefix.buffers, None, logits, keep)
-        return logits[0, rows - keep :]
+        return np.empty((1, rows, self.vocab), dtype=self.logits_dtype), keep
 
-    # --- internals ------------------------------------------------------------------------
+    def _kv_shapes(self, past_len: int, total: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        raise NotImplementedError
+
     def _run(self, embeds: np.ndarray, past_len: int, past: list[_Buffer], out: list[_Buffer]) -> np.ndarray:
         """One call keeping only the last position's logits, returned as a (V,) view of a buffer
         the next call overwrites."""
@@ -377,10 +361,9 @@ class OrtDecoder(PingPongDecoder):
         keep_value = self.keep_last if keep == 1 else np.array(keep, dtype=np.int64)  # alive until run
         if self.keeps_logits:
             b.bind_cpu_input(LOGITS_TO_KEEP, keep_value)
-        kv_past = (1, self.kv_shape[1], past_len, self.kv_shape[2])
-        kv_out = (1, self.kv_shape[1], total, self.kv_shape[2])
+        kv_past, kv_out = self._kv_shapes(past_len, total)
         for i, name in enumerate(self.past):
-            ptr = past[i].ptr if past else self.ping[i].ptr  # zero-length past: any valid pointer
+            ptr = past[i].ptr if past else self.empty_past[i].ptr  # zero-length past: any valid pointer
             b.bind_input(name, self.device, 0, self.kv_dtype, kv_past, ptr)
         for i, name in enumerate(self.present):
             if out is None:
@@ -391,6 +374,91 @@ class OrtDecoder(PingPongDecoder):
         self.session.run_with_iobinding(b)
         self.calls += 1
         self.tokens_processed += s
+
+
+class OrtDecoder(_OrtDecoder, PingPongDecoder):
+    """A "concat" graph: a prefix is written straight into exact-size buffers of its own, and
+    generations alternate between the ping and pong buffer sets."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ping = [self._buffer(self.max_seq) for _ in self.past]
+        self.pong = [self._buffer(self.max_seq) for _ in self.past]
+        self.empty_past = self.ping  # bound (zero-length) as a first prefill's past
+
+    def extend(self, prefix: KVPrefix | None, embeds: np.ndarray) -> tuple[KVPrefix, np.ndarray]:
+        """Run ``embeds`` (S, D) after ``prefix`` and keep the result as a new shared prefix.
+
+        Returns it and the last position's logits (V,), a view of the row the next call
+        overwrites (copy it to keep it). The present is written straight into exact-size buffers
+        of its own, so freezing the prefix costs no copy.
+        """
+        prefix = prefix or _EMPTY
+        total = prefix.length + embeds.shape[0]
+        self._check_room(total)
+        out = [self._buffer(total) for _ in self.present]
+        logits = self._run(embeds, prefix.length, prefix.buffers, out)
+        return KVPrefix(total, out), logits
+
+    def logits(self, prefix: KVPrefix | None, embeds: np.ndarray, logits_to_keep: int) -> np.ndarray:
+        """Logits (K, V) of the last ``logits_to_keep`` of ``embeds`` (S, D) run after ``prefix``
+        (0: all S), leaving every cache untouched: for teacher-forced checks and option scoring."""
+        prefix = prefix or _EMPTY
+        self._check_room(prefix.length + embeds.shape[0])
+        logits, keep = self._logits_rows(embeds, logits_to_keep)
+        self._bind(embeds, prefix.length, prefix.buffers, None, logits, keep)
+        return logits[0, logits.shape[1] - keep :]
+
+    def _kv_shapes(self, past_len: int, total: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        h, d = self.kv_shape[1:]
+        return (1, h, past_len, d), (1, h, total, d)
+
+
+class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
+    """An "in-place" graph: every call runs on one max_seq-long cache per layer and key / value,
+    bound as both past and present; a prefix keeps a compact copy of its rows (CPU only)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        InPlaceDecoder.__init__(self)
+        if self.device != "cpu":
+            raise BackendError("this bundle's in-place KV cache (GroupQueryAttention) runs on ONNX Runtime's "
+                               "CPU provider: run with --device cpu, or export with --target cuda for a GPU")
+        self.cache = [self._buffer(self.max_seq) for _ in self.past]
+        self.empty_past = self.cache
+
+    def extend(self, prefix: KVPrefix | None, embeds: np.ndarray) -> tuple[KVPrefix, np.ndarray]:
+        """As :meth:`OrtDecoder.extend`; the new prefix's rows are copied out of the cache once."""
+        prefix = prefix or _EMPTY
+        total = prefix.length + embeds.shape[0]
+        self._check_room(total)
+        self._claim(prefix)
+        logits = self._run(embeds, prefix.length, self.cache, self.cache)
+        kept = KVPrefix(total, [self._rows(buffer, total).copy() for buffer in self.cache])
+        self.resident.append(kept)
+        return kept, logits
+
+    def logits(self, prefix: KVPrefix | None, embeds: np.ndarray, logits_to_keep: int) -> np.ndarray:
+        """As :meth:`OrtDecoder.logits`: prefixes are untouched (a generation in progress is not)."""
+        prefix = prefix or _EMPTY
+        self._check_room(prefix.length + embeds.shape[0])
+        self._claim(prefix)
+        logits, keep = self._logits_rows(embeds, logits_to_keep)
+        self._bind(embeds, prefix.length, self.cache, self.cache, logits, keep)
+        return logits[0, logits.shape[1] - keep :]
+
+    def _rows(self, buffer: _Buffer, rows: int) -> np.ndarray:
+        """The first ``rows`` positions of a cache buffer: a (kv_heads, rows, head_dim) view."""
+        h, d = self.kv_shape[1:]
+        return buffer.array.reshape(h, self.max_seq, d)[:, :rows]
+
+    def _load(self, prefix: KVPrefix) -> None:
+        for buffer, rows in zip(self.cache, prefix.buffers):
+            self._rows(buffer, prefix.length)[...] = rows
+
+    def _kv_shapes(self, past_len: int, total: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        shape = (1, self.kv_shape[1], self.max_seq, self.kv_shape[2])
+        return shape, shape
 
 
 class OrtBackend:
@@ -405,8 +473,14 @@ class OrtBackend:
         log.info("ONNX Runtime providers: %s", ", ".join(self.providers))
         self.vision = OrtVision(bundle, manifest.graphs["vision"], self.providers, threads, spin,
                                 provider_options(bundle, manifest, "vision", self.providers))
-        self.decoder = OrtDecoder(bundle, manifest, self.providers, threads, spin,
-                                  provider_options(bundle, manifest, "decoder", self.providers))
+        decoder, providers = OrtDecoder, self.providers
+        if manifest.decoder.kv_cache == "in-place":
+            decoder = OrtInPlaceDecoder
+            if device == "auto" and providers[0] != PROVIDER_ORDER[2]:
+                log.info("the decoder's in-place KV cache runs on the CPU provider (a CPU-target bundle)")
+                providers = [PROVIDER_ORDER[2]]
+        self.decoder = decoder(bundle, manifest, providers, threads, spin,
+                               provider_options(bundle, manifest, "decoder", providers))
 
     @property
     def description(self) -> str:

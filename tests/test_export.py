@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from helpers.videos import write_test_mp4
 
 from exo2ego_edge.assets import SHIPPED_STUDENT
-from exo2ego_edge.bundle import MANIFEST, BundleError, load_manifest, present_names
+from exo2ego_edge.bundle import KV_CACHES, MANIFEST, BundleError, load_manifest, present_names
 from exo2ego_edge.cli import cli
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
@@ -68,6 +68,19 @@ def fp32_bundle(work, checkpoint, clips) -> Path:
 
 
 @pytest.fixture(scope="module")
+def decoders(work, checkpoint) -> dict[str, Path]:
+    """The fp32 decoder graph with each KV cache, exported alone (no bundle around it)."""
+    model = load_student(checkpoint).model
+    paths = {}
+    for kv_cache in KV_CACHES:
+        folder = work / f"decoder-{kv_cache}"
+        folder.mkdir()
+        paths[kv_cache] = folder / "decoder.onnx"
+        onnx_graphs.export_decoder(model, paths[kv_cache], kv_cache=kv_cache)
+    return paths
+
+
+@pytest.fixture(scope="module")
 def int8_bundle(work, checkpoint, clips) -> Path:
     out = work / "int8"
     out.mkdir()  # an existing folder: the CLI must be told --overwrite
@@ -101,7 +114,7 @@ def test_fp32_bundle_reproduces_pytorch_greedy_token_for_token(fp32_bundle, chec
     assert parity["logits_max_abs"] < 1e-4  # the multi-position pass included
 
 
-def test_graphs_run_at_two_frame_counts_and_two_sequence_lengths(fp32_bundle, checkpoint):
+def test_graphs_run_at_two_frame_counts_and_two_sequence_lengths(fp32_bundle, decoders, checkpoint):
     import onnxruntime as ort
 
     model = load_student(checkpoint).model
@@ -113,7 +126,7 @@ def test_graphs_run_at_two_frame_counts_and_two_sequence_lengths(fp32_bundle, ch
         want = onnx_graphs.VisionGraph(model)(frames).numpy()
         assert got.shape == (n, cfg.tokens_per_frame, cfg.llm.hidden_size)
         np.testing.assert_allclose(got, want, atol=1e-4)
-    decoder = ort.InferenceSession(str(fp32_bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    decoder = ort.InferenceSession(str(decoders["concat"]), providers=["CPUExecutionProvider"])
     names = [i.name for i in decoder.get_inputs()]
     assert names[:4] == ["inputs_embeds", "attention_mask", "position_ids", "logits_to_keep"]
     for batch, seq, past in ((1, 3, 0), (2, 7, 4)):
@@ -126,27 +139,57 @@ def test_graphs_run_at_two_frame_counts_and_two_sequence_lengths(fp32_bundle, ch
             np.testing.assert_allclose(g, w.numpy(), atol=1e-4)
 
 
-def test_logits_to_keep_returns_the_last_k_positions(fp32_bundle, checkpoint):
+def test_in_place_decoder_writes_only_the_new_rows(decoders, checkpoint):
+    import onnxruntime as ort
+
+    model = load_student(checkpoint).model
+    decoder = ort.InferenceSession(str(decoders["in-place"]), providers=["CPUExecutionProvider"])
+    names = [i.name for i in decoder.get_inputs()]
+    # a first prefill, a question after the video, a decode step of two sequences
+    for batch, seq, past in ((1, 4, 0), (1, 6, 3), (2, 1, 5)):
+        args = onnx_graphs.decoder_example(model.cfg, batch=batch, seq=seq, past=past, logits_to_keep=0,
+                                           kv_cache="in-place")
+        before = [a.numpy() for a in args[4:]]
+        caches = [a.copy() for a in before]
+        binding = decoder.io_binding()  # past and present on one buffer, as the runtime binds them
+        for name, value in zip(names[:4], args[:4]):
+            binding.bind_cpu_input(name, value.numpy())
+        for past_name, present_name, cache in zip(names[4:], present_names(model.cfg.llm.num_layers), caches):
+            binding.bind_input(past_name, "cpu", 0, np.float32, cache.shape, cache.ctypes.data)
+            binding.bind_output(present_name, "cpu", 0, np.float32, cache.shape, cache.ctypes.data)
+        binding.bind_output("logits")
+        decoder.run_with_iobinding(binding)
+        want = onnx_graphs.DecoderGraph(model)(*args[:4], *(kv[:, :, :past] for kv in args[4:]))
+        np.testing.assert_allclose(binding.copy_outputs_to_cpu()[-1], want[0].numpy(), atol=1e-4)
+        for cache, old, concat in zip(caches, before, want[1:]):
+            np.testing.assert_allclose(cache[:, :, : past + seq], concat.numpy(), atol=1e-5)
+            np.testing.assert_array_equal(cache[:, :, past + seq :], old[:, :, past + seq :])
+
+
+@pytest.mark.parametrize("kv_cache", KV_CACHES)
+def test_logits_to_keep_returns_the_last_k_positions(fp32_bundle, decoders, checkpoint, kv_cache):
     import onnxruntime as ort
 
     cfg = load_student(checkpoint).model.cfg
     spec = load_manifest(fp32_bundle).graphs["decoder"]
     assert "logits_to_keep" in [t.name for t in spec.inputs]  # the manifest tells a runtime it may ask
-    decoder = ort.InferenceSession(str(fp32_bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    decoder = ort.InferenceSession(str(decoders[kv_cache]), providers=["CPUExecutionProvider"])
     names = [i.name for i in decoder.get_inputs()]
-    feeds = dict(zip(names, (a.numpy() for a in onnx_graphs.decoder_example(cfg, seq=6, past=3, logits_to_keep=0))))
+    batch = 2 if kv_cache == "concat" else 1  # ORT's GroupQueryAttention: several new tokens after a past, batch 1
+    args = onnx_graphs.decoder_example(cfg, batch=batch, seq=6, past=3, logits_to_keep=0, kv_cache=kv_cache)
+    feeds = dict(zip(names, (a.numpy() for a in args)))
     full, *present = decoder.run(None, feeds)
     for k, rows in ((1, 1), (4, 4), (6, 6), (9, 6)):  # k >= seq keeps every position, like k = 0
         feeds["logits_to_keep"] = np.array(k, dtype=np.int64)
         kept, *kept_present = decoder.run(None, feeds)
-        assert kept.shape == (2, rows, cfg.llm.vocab_size)
+        assert kept.shape == (batch, rows, cfg.llm.vocab_size)
         np.testing.assert_allclose(kept, full[:, 6 - rows :], rtol=0, atol=1e-5)
         for a, b in zip(present, kept_present):
             np.testing.assert_array_equal(a, b)
 
 
-def test_attention_reads_the_kv_cache_without_repeating_it(fp32_bundle):
-    graph = onnx.load(str(fp32_bundle / "decoder.onnx")).graph
+def test_attention_reads_the_kv_cache_without_repeating_it(decoders):
+    graph = onnx.load(str(decoders["concat"])).graph
     consumers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
@@ -160,15 +203,16 @@ def test_attention_reads_the_kv_cache_without_repeating_it(fp32_bundle):
         assert ops and all(n.op_type in ("MatMul", "FusedMatMul") for n in ops), (present, [n.op_type for n in ops])
 
 
-def test_tensorrt_copy_of_the_decoder_keeps_one_row(fp32_bundle, checkpoint, tmp_path):
+def test_tensorrt_copy_of_the_decoder_keeps_one_row(fp32_bundle, decoders, checkpoint):
     import onnxruntime as ort
 
     cfg = load_student(checkpoint).model.cfg
-    frozen = tmp_path / "decoder.trt.onnx"
-    assert keep_last_logits(fp32_bundle / "decoder.onnx", frozen)
-    assert not keep_last_logits(fp32_bundle / "vision.onnx", tmp_path / "v.onnx") and not (tmp_path / "v.onnx").exists()
+    frozen = decoders["concat"].with_name("decoder.trt.onnx")  # beside its source: it references the weights
+    assert keep_last_logits(decoders["concat"], frozen)
+    vision_copy = frozen.with_name("v.onnx")
+    assert not keep_last_logits(fp32_bundle / "vision.onnx", vision_copy) and not vision_copy.exists()
     args = [a.numpy() for a in onnx_graphs.decoder_example(cfg, seq=5, past=2, logits_to_keep=0)]
-    full = ort.InferenceSession(str(fp32_bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    full = ort.InferenceSession(str(decoders["concat"]), providers=["CPUExecutionProvider"])
     one = ort.InferenceSession(str(frozen), providers=["CPUExecutionProvider"])
     assert "logits_to_keep" not in [i.name for i in one.get_inputs()]
     want = full.run(None, dict(zip([i.name for i in full.get_inputs()], args)))[0]
@@ -368,6 +412,7 @@ def test_overwrite_replaces_bundles_only(checkpoint, tmp_path):
     (["--max-seq", "-5"], "--max-seq must be >= 1 (got -5)"),
     (["--max-seq", "99999"], "--max-seq 99999 is above the LLM's"),
     (["--calib-samples", "0"], "--calib-samples must be >= 1 (got 0)"),
+    (["--kv-cache", "in-place", "--target", "tensorrt"], "--kv-cache in-place is ONNX Runtime's CPU"),
 ])
 def test_cli_refuses_bad_options_in_one_line(checkpoint, tmp_path, args, message):
     result = CliRunner().invoke(cli, ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "b"), *args])
@@ -410,7 +455,8 @@ def test_cpu_graphs_are_saved_ort_fused_with_the_same_outputs(work, checkpoint, 
     import onnxruntime as ort
 
     default = load_manifest(fp32_bundle)  # portable by default: what a device's older ORT loads
-    assert default.provenance["ort_graph_optimization"] is None and default.requires == {"onnxruntime": ">=1.18"}
+    # GroupQueryAttention (the in-place KV cache) sets the floor: 1.18 and 1.19 get it wrong
+    assert default.provenance["ort_graph_optimization"] is None and default.requires == {"onnxruntime": ">=1.20"}
     optimized = load_manifest(export_bundle(checkpoint, work / "ort-optimized", "fp32", ort_optimize=True,
                                             parity_samples=1).out)
     assert optimized.provenance["ort_graph_optimization"] == ort_offline.LEVEL

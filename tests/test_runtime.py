@@ -119,6 +119,50 @@ def test_second_question_reruns_neither_vision_nor_prefix(runtime, clips):
     assert runtime.session(clips[0]).ask(QUESTIONS[1], max_new_tokens=6).token_ids == second.token_ids
 
 
+@pytest.fixture(scope="module")
+def concat_runtime(student_dir, tmp_path_factory):
+    """The same student with the concat KV cache (what GPU targets and older bundles have)."""
+    from exo2ego_edge.export.pipeline import export_bundle
+
+    out = export_bundle(student_dir, tmp_path_factory.mktemp("concat") / "fp32", kv_cache="concat",
+                        parity_samples=1).out
+    return Runtime.load(out, backend="ort", device="cpu", threads=1)
+
+
+def test_in_place_and_concat_caches_answer_alike(runtime, concat_runtime, clips, monkeypatch):
+    decoder = runtime.decoder
+    assert runtime.manifest.decoder.kv_cache == "in-place" and concat_runtime.manifest.decoder.kv_cache == "concat"
+    loads = []
+    load = decoder._load
+    monkeypatch.setattr(decoder, "_load", lambda prefix: (loads.append(prefix.length), load(prefix)))
+    answers = {}
+    for rt in (runtime, concat_runtime):
+        a, b = rt.session(clips[0]), rt.session(clips[1])
+        # b's prefill overwrites the rows after the text prefix: a's next question copies a back in
+        order = [(a, 0), (a, 1), (b, 0), (a, 2), (b, 1)]
+        answers[rt] = [s.ask(QUESTIONS[q], max_new_tokens=8).token_ids for s, q in order]
+        ids = rt.prompt.question_ids(QUESTIONS[0])
+        answers[rt].append(rt.decoder.logits(a.kv_prefix, rt.prompt.embed(ids), 0))
+        answers[rt].append(a.prefix_length)
+    *tokens, logits, prefix_a = answers[runtime]
+    *want_tokens, want_logits, _ = answers[concat_runtime]
+    assert tokens == want_tokens and len({tuple(t) for t in tokens}) > 1
+    np.testing.assert_allclose(logits, want_logits, rtol=0, atol=1e-4)
+    # a after b, b after a, a again for its logits: never for a session's own next question
+    assert loads == [prefix_a] * 3
+
+
+def test_in_place_cache_refuses_a_generation_another_call_overwrote(runtime, clips):
+    decoder, prompt = runtime.decoder, runtime.prompt
+    prefix = runtime.session(clips[0]).kv_prefix
+    first, second = decoder.start(prefix), decoder.start(prefix)
+    decoder.step(first, prompt.embed([5, 6]))
+    decoder.step(second, prompt.embed([7]))  # starts on the same rows: the first is over
+    with pytest.raises(BackendError, match="one generation at a time"):
+        decoder.step(first, prompt.embed([8]))
+    decoder.step(second, prompt.embed([9]))
+
+
 def test_stream_yields_the_answer_piece_by_piece(runtime, clips):
     stream = runtime.stream(clips[1], QUESTIONS[0], max_new_tokens=8)
     pieces = list(stream)
@@ -181,6 +225,10 @@ def test_bad_bundles_are_refused(bundle_dir, tmp_path):
     with pytest.raises(BundleError, match="missing"):
         Runtime.load(b)
     m = json.loads((b / "manifest.json").read_text())
+    m["decoder"]["kv_cache"] = "paged"
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="decoder.kv_cache 'paged' is not one of concat, in-place"):
+        Runtime.load(b)
     m["format_version"] = 99
     (b / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="newer"):
