@@ -15,12 +15,12 @@ Graph interface (names are part of the contract):
   (B, kv_heads, past, head_dim) -> ``logits`` (B, K, V) and ``present.{i}.key|value``
   (B, kv_heads, past + S, head_dim).
 
-  KV cache layouts (``DecoderSpec.kv_cache``): "concat" is the graph above, which any provider and
-  TensorRT run: each call writes past + new into a fresh present. "in-place" (CPU-target bundles
-  from format 5 on) runs attention as ONNX Runtime's ``GroupQueryAttention`` over one
-  preallocated cache: ``past_key_values.*`` and ``present.*`` are both (B, kv_heads, cache,
-  head_dim), bound to the same buffer, and a call writes only its S new positions, at
-  ``total - S`` .. ``total - 1`` (``total`` is ``attention_mask``'s length).
+  KV cache layouts (``DecoderSpec.kv_cache``): "concat" is the graph above (GPU targets; what
+  TensorRT runs): each call writes past + new into a fresh present. "in-place" (CPU targets, from
+  format 5 on) keeps the cache position-major: ``past_key_values.*`` are (B, past,
+  kv_heads * head_dim), the first rows of a preallocated buffer, and ``present.*`` only the S new
+  rows (B, S, kv_heads * head_dim), which the runtime binds right after the past in the same
+  buffer, so a call copies no cache.
 
   ``logits_to_keep`` = k (Hugging Face's name and meaning): the logits cover the last
   K = min(k, S) new positions, or all S for k = 0. Generation passes 1 (a prefill's vocabulary
@@ -56,7 +56,6 @@ MANIFEST = "manifest.json"
 LOGITS_TO_KEEP = "logits_to_keep"  # the decoder input choosing how many positions get logits
 # Dynamic axis names, read by the runtime and by TensorRT profiles.
 FRAMES, BATCH, SEQ, PAST, TOTAL = "frames", "batch", "sequence", "past_sequence", "total_sequence"
-CACHE = "cache_sequence"  # an in-place cache's preallocated length (the runtime binds max_seq)
 KV_CACHES = ("concat", "in-place")
 EMBEDDING_INT4_BLOCK = 32  # values per scale in an int4 token-embedding table
 KEPT = "kept_sequence"  # positions the logits cover: min(logits_to_keep, sequence), all for 0

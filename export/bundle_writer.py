@@ -76,32 +76,25 @@ def provenance(checkpoint: Path, opset: int, exporter: str, options: dict[str, A
 # The oldest ONNX Runtime each kind of graph loads on, tested by loading exported bundles in
 # Python 3.10 venvs: float graphs and Q/DQ on 1.18.1 (the oldest tried), 8-bit MatMulNBits (our
 # CPU INT8 / INT4 bundles) from 1.22.1 on (1.21.1 refuses it: "Only 4b quantization is supported").
-# GroupQueryAttention over a shared past/present buffer (the in-place KV cache) loads on 1.18.1,
-# but 1.18.1 and 1.19.2 give wrong attention for a call of several tokens after a past (a
-# question after the video); 1.20.1 on agree with the reference.
 ORT_FLOOR = "1.18"
-ORT_FLOOR_BY_OP = {"GroupQueryAttention": "1.20", "MatMulNBits": "1.22"}
-
-
-def _op_floor(node) -> str:
-    if node.op_type == "MatMulNBits" and {a.name: a.i for a in node.attribute}.get("bits") != 8:
-        return ORT_FLOOR  # 4-bit MatMulNBits is older than every floor here
-    return ORT_FLOOR_BY_OP.get(node.op_type, ORT_FLOOR)
+ORT_FLOOR_MATMULNBITS_8BIT = "1.22"
 
 
 def ort_requirement(folder: Path, graphs: dict[str, GraphSpec], optimized: bool) -> dict[str, str]:
     """The manifest's ``requires`` for ONNX Runtime: the exporter's exact version for graphs saved
-    optimized, else the newest floor of the ops the graphs use."""
+    optimized, else the floor of the ops the graphs use."""
     import onnx
     import onnxruntime as ort
 
     if optimized:
         return {"onnxruntime": f"=={ort.__version__}"}
-    floors = {ORT_FLOOR}
     for spec in graphs.values():
         model = onnx.load(str(folder / spec.file), load_external_data=False)
-        floors |= {_op_floor(node) for node in model.graph.node}
-    return {"onnxruntime": f">={max(floors, key=lambda v: tuple(map(int, v.split('.'))))}"}
+        for node in model.graph.node:
+            bits = {a.name: a.i for a in node.attribute}.get("bits")
+            if node.op_type == "MatMulNBits" and bits == 8:
+                return {"onnxruntime": f">={ORT_FLOOR_MATMULNBITS_8BIT}"}
+    return {"onnxruntime": f">={ORT_FLOOR}"}
 
 
 def prompt_spec(cfg: ModelConfig, tokenizer) -> PromptSpec:

@@ -22,9 +22,9 @@ Graph interface (see :mod:`exo2ego_edge.bundle`): vision ``frames`` uint8 (N, H,
 positions) + ``present.{i}.key|value``.
 
 Two decoders share that interface (``DecoderSpec.kv_cache``): :class:`DecoderGraph` concatenates
-past and new keys in the graph ("concat", any provider and TensorRT), :class:`InPlaceDecoderGraph`
-runs each layer's attention as ONNX Runtime's ``GroupQueryAttention`` over a cache the runtime
-preallocates and binds as both past and present ("in-place": a step writes its new rows only).
+past and new keys in the graph ("concat"), :class:`InPlaceDecoderGraph` reads the past where the
+runtime keeps it and returns only the new rows, which the runtime binds to their place in the
+same buffer ("in-place": a step copies no cache). Both are standard ONNX ops.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from exo2ego_edge.bundle import (
-    BATCH, CACHE, FRAMES, KEPT, KV_CACHES, LOGITS_TO_KEEP, PAST, SEQ, TOTAL, TensorSpec, past_names, present_names,
+    BATCH, FRAMES, KEPT, KV_CACHES, LOGITS_TO_KEEP, PAST, SEQ, TOTAL, TensorSpec, past_names, present_names,
 )
 from exo2ego_edge.config import ModelConfig
 from exo2ego_edge.errors import UserError
@@ -86,9 +86,11 @@ def vision_io(cfg: ModelConfig, float_dtype: str = "float32") -> GraphIO:
 
 def decoder_io(cfg: ModelConfig, float_dtype: str = "float32", kv_cache: str = "concat") -> GraphIO:
     lc = cfg.llm
-    in_place = kv_cache == "in-place"
-    kv_in = [BATCH, lc.num_kv_heads, CACHE if in_place else PAST, lc.head_dim]
-    kv_out = [BATCH, lc.num_kv_heads, CACHE if in_place else TOTAL, lc.head_dim]
+    if kv_cache == "in-place":  # position-major rows: the past is the cache's first rows, as they lie
+        row = lc.num_kv_heads * lc.head_dim
+        kv_in, kv_out = [BATCH, PAST, row], [BATCH, SEQ, row]
+    else:
+        kv_in, kv_out = [BATCH, lc.num_kv_heads, PAST, lc.head_dim], [BATCH, lc.num_kv_heads, TOTAL, lc.head_dim]
     return GraphIO(
         inputs=[
             TensorSpec("inputs_embeds", float_dtype, [BATCH, SEQ, lc.hidden_size]),
@@ -154,102 +156,69 @@ class DecoderGraph(nn.Module):
         return (out.logits, *present)
 
 
-@torch.library.custom_op("exo2ego::group_query_attention", mutates_args=())
-def group_query_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, past_key: torch.Tensor,
-                             past_value: torch.Tensor, seqlens_k: torch.Tensor, total: torch.Tensor,
-                             num_heads: int, kv_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ONNX Runtime's ``com.microsoft.GroupQueryAttention`` with a shared past/present buffer, in torch.
-
-    query (B, S, H*hd), key / value (B, S, KV*hd) already rotated; past_key / past_value
-    (B, KV, C, hd), C the cache's preallocated length; ``seqlens_k`` (B,) int32 = total - 1;
-    ``total`` int32 scalar. The new keys and values land at rows total - S .. total - 1 and
-    queries attend causally to rows 0 .. their own; outputs: (B, S, H*hd) and the cache with the
-    new rows (ORT writes them into past's buffer when present is bound to it). The exporter
-    writes the node itself (:func:`_group_query_attention_symbolic`); this body is what the trace runs.
-    """
-    b, s, _ = query.shape
-    hd = past_key.shape[-1]
-    present_key, present_value = past_key.clone(), past_value.clone()
-    out = torch.empty_like(query)
-    for i in range(b):
-        end = int(seqlens_k[i]) + 1
-        rows = slice(end - s, end)
-        present_key[i, :, rows] = key[i].reshape(s, kv_heads, hd).transpose(0, 1)
-        present_value[i, :, rows] = value[i].reshape(s, kv_heads, hd).transpose(0, 1)
-        k, v = (t[i, :, :end].repeat_interleave(num_heads // kv_heads, 0) for t in (present_key, present_value))
-        q = query[i].reshape(s, num_heads, hd).transpose(0, 1)  # (H, S, hd)
-        scores = torch.matmul(q, k.transpose(1, 2)) * scale  # (H, S, end)
-        causal = torch.arange(end)[None, :] <= torch.arange(end - s, end)[:, None]
-        probs = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
-        out[i] = torch.matmul(probs, v).transpose(0, 1).reshape(s, -1)
-    return out, present_key, present_value
-
-
-@group_query_attention_op.register_fake
-def _(query, key, value, past_key, past_value, seqlens_k, total, num_heads, kv_heads, scale):
-    return torch.empty_like(query), torch.empty_like(past_key), torch.empty_like(past_value)
-
-
-def _group_query_attention_symbolic(g, query, key, value, past_key, past_value, seqlens_k, total,
-                                    num_heads, kv_heads, scale):
-    from torch.onnx import symbolic_helper
-
-    out, present_key, present_value = g.op(
-        "com.microsoft::GroupQueryAttention", query, key, value, past_key, past_value, seqlens_k, total,
-        num_heads_i=symbolic_helper._get_const(num_heads, "i", "num_heads"),
-        kv_num_heads_i=symbolic_helper._get_const(kv_heads, "i", "kv_heads"),
-        scale_f=symbolic_helper._get_const(scale, "f", "scale"), outputs=3,
-    )
-    out.setType(query.type())
-    present_key.setType(past_key.type())
-    present_value.setType(past_value.type())
-    return out, present_key, present_value
-
-
 class InPlaceCache:
-    """One call's cache as :class:`InPlaceDecoderGraph` hands it to each layer's attention:
-    the past buffers, the lengths GroupQueryAttention wants, and the presents it returns."""
+    """One call's cache as :class:`InPlaceDecoderGraph` hands it to each layer's attention: the
+    past rows (B, past, KV * hd) as the runtime keeps them, and the new rows each layer returns."""
 
-    def __init__(self, past: tuple[torch.Tensor, ...], attention_mask: torch.Tensor):
+    def __init__(self, past: tuple[torch.Tensor, ...]):
         self.past = past
-        self.seqlens_k = (attention_mask.sum(dim=1) - 1).to(torch.int32)  # right padding: valid rows - 1
-        self.total = torch.tensor(attention_mask.shape[1], dtype=torch.int32)
         self.present: list[torch.Tensor] = [None] * len(past)
-
-    def attend(self, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-               scale: float) -> torch.Tensor:
-        """(B, H, S, hd) query, (B, KV, S, hd) new key / value -> (B, S, H, hd) attention output."""
-        b, heads, s, hd = query.shape
-        kv_heads = key.shape[1]
-        flat = [t.transpose(1, 2).reshape(b, s, -1) for t in (query, key, value)]
-        out, self.present[2 * layer], self.present[2 * layer + 1] = group_query_attention_op(
-            *flat, self.past[2 * layer], self.past[2 * layer + 1], self.seqlens_k, self.total, heads, kv_heads, scale)
-        return out.reshape(b, s, heads, hd)
 
 
 def in_place_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                       attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
+                       attention_mask: torch.Tensor, scaling: float, dropout: float = 0.0,
                        in_place_cache: InPlaceCache | None = None, **kwargs) -> tuple[torch.Tensor, None]:
-    """The attention interface :class:`InPlaceDecoderGraph` exports with: the new (rotated) keys
-    and values go to GroupQueryAttention with the layer's cache; causality comes from the lengths."""
-    return in_place_cache.attend(module.layer_idx, query, key, value, scaling), None
+    """Attention over a past that stays where it lies plus this call's new keys and values.
+
+    The past rows of a layer are one (past, KV * hd) matrix in the runtime's buffer. Scores against
+    them are that matrix times a block-diagonal arrangement of the queries (each KV head's queries
+    in its block, zeros elsewhere), and the output is the probabilities times the value matrix with
+    the diagonal blocks kept: every past key and value is read once, where it lies, and none is
+    copied (a Transpose or Concat of the past would copy all of it every step). The zero blocks
+    cost KV x the past's multiply-adds, which a decode step (one query row) does not notice; a
+    prefill's new tokens attend to each other through the grouped reshape instead. No shape that
+    holds the past's length is ever reshaped (ONNX reads a 0 there as "keep"): a first prefill has
+    an empty past. Query head ``h = g * group + r`` uses KV head ``g``; scores are scaled after the
+    product and soft-maxed in float32 over past and new together, as eager attention does.
+    """
+    layer = module.layer_idx
+    past_key, past_value = in_place_cache.past[2 * layer], in_place_cache.past[2 * layer + 1]
+    b, heads, s, hd = query.shape
+    kv = key.shape[1]
+    # The rows to store, (B, S, KV * hd), in the cache's position-major layout.
+    in_place_cache.present[2 * layer] = key.transpose(1, 2).reshape(b, s, kv * hd)
+    in_place_cache.present[2 * layer + 1] = value.transpose(1, 2).reshape(b, s, kv * hd)
+    diagonal = torch.eye(kv, dtype=query.dtype)
+    q = query.reshape(b, kv, -1, hd)  # (B, KV, group * S, hd)
+    blocks = (q.transpose(2, 3)[:, :, :, None, :] * diagonal[None, :, None, :, None]).reshape(b, kv * hd, heads * s)
+    past_scores = torch.matmul(past_key, blocks).transpose(1, 2)  # (B, H * S, past)
+    new_scores = torch.matmul(q, key.transpose(2, 3)).reshape(b, heads * s, s)
+    total = attention_mask.shape[-1]
+    mask = attention_mask.expand(b, heads, s, total).reshape(b, heads * s, total)
+    scores = torch.cat([past_scores, new_scores], dim=-1) * scaling + mask
+    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    past_out = torch.matmul(probs[..., : total - s], past_value)  # (B, H * S, KV * hd)
+    past_out = (past_out.reshape(b, kv, -1, kv, hd) * diagonal[None, :, None, :, None]).sum(dim=3)
+    new_out = torch.matmul(probs[..., total - s :].reshape(b, kv, -1, s), value)  # (B, KV, group * S, hd)
+    out = (past_out + new_out).reshape(b, heads, s, hd)
+    return out.transpose(1, 2).contiguous(), None
 
 
 class InPlaceDecoderGraph(DecoderGraph):
-    """:class:`DecoderGraph`'s interface over an in-place cache: ``past_key_values.*`` are the
-    preallocated (B, KV, C, hd) buffers, ``present.*`` the same buffers with this call's rows
-    written. ``attention_mask`` gives the lengths (its width is past + S; its sum, per row, the
-    valid positions), so its padding must be on the right."""
+    """:class:`DecoderGraph`'s inputs over an in-place cache: ``past_key_values.*`` are the cache's
+    first rows (B, past, KV * hd), position-major so that they are a plain view of the runtime's
+    buffer; ``present.*`` are only this call's rows (B, S, KV * hd), which the runtime binds to
+    their place right after the past."""
 
     def forward(
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
         logits_to_keep: torch.Tensor, *past: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        cache = InPlaceCache(past, attention_mask)
+        cache = InPlaceCache(past)
         out = self.llm(
-            inputs_embeds=inputs_embeds, attention_mask={"full_attention": None}, position_ids=position_ids,
-            use_cache=False, logits_to_keep=kept_positions(logits_to_keep, inputs_embeds.shape[1]),
-            in_place_cache=cache,
+            inputs_embeds=inputs_embeds, position_ids=position_ids, use_cache=False, in_place_cache=cache,
+            attention_mask={"full_attention": causal_mask(attention_mask, inputs_embeds)},
+            logits_to_keep=kept_positions(logits_to_keep, inputs_embeds.shape[1]),
         )
         return (out.logits, *cache.present)
 
@@ -380,12 +349,11 @@ def vision_example(cfg: ModelConfig, frames: int = 2) -> tuple[torch.Tensor, ...
 
 def decoder_example(cfg: ModelConfig, batch: int = 2, seq: int = 5, past: int = 3,
                     logits_to_keep: int = 4, kv_cache: str = "concat") -> tuple[torch.Tensor, ...]:
-    # batch 2, past != seq, keep 4, an in-place cache of 11: no axis length coincides with another,
-    # so none is specialised.
+    # batch 2, past != seq, keep 4: no axis length coincides with another, so none is specialised.
     lc = cfg.llm
     g = torch.Generator().manual_seed(0)
-    rows = 11 if kv_cache == "in-place" else past
-    kv = [torch.randn(batch, lc.num_kv_heads, rows, lc.head_dim, generator=g) for _ in range(2 * lc.num_layers)]
+    shape = (batch, past, lc.num_kv_heads * lc.head_dim) if kv_cache == "in-place" else (batch, lc.num_kv_heads, past, lc.head_dim)
+    kv = [torch.randn(*shape, generator=g) for _ in range(2 * lc.num_layers)]
     return (
         torch.randn(batch, seq, lc.hidden_size, generator=g),
         torch.ones(batch, past + seq, dtype=torch.long),
@@ -397,11 +365,9 @@ def decoder_example(cfg: ModelConfig, batch: int = 2, seq: int = 5, past: int = 
 
 def _export(
     module: nn.Module, args: tuple[torch.Tensor, ...], io: GraphIO, path: Path, opset: int, exporter: str,
-    custom_opsets: dict[str, int] | None = None,
 ) -> None:
     if exporter not in EXPORTERS:
         raise UserError(f"unknown exporter '{exporter}'; choose one of: {', '.join(EXPORTERS)}")
-    torch.onnx.register_custom_op_symbolic("exo2ego::group_query_attention", _group_query_attention_symbolic, opset)
     module.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -411,7 +377,7 @@ def _export(
             torch.onnx.export(
                 module, args, str(path), input_names=io.input_names, output_names=io.output_names,
                 dynamic_axes=io.dynamic_axes(), opset_version=opset, dynamo=False,
-                do_constant_folding=True, custom_opsets=custom_opsets,
+                do_constant_folding=True,
             )
         else:
             _export_dynamo(module, args, io, path, opset)
@@ -467,8 +433,7 @@ def export_decoder(model: Exo2Ego, path: str | Path, opset: int = DEFAULT_OPSET,
     io = decoder_io(model.cfg, kv_cache=kv_cache)
     graph = InPlaceDecoderGraph(model) if kv_cache == "in-place" else DecoderGraph(model)
     with export_attention(model.llm, kv_cache):
-        _export(graph, decoder_example(model.cfg, kv_cache=kv_cache), io, Path(path), opset, exporter,
-                {"com.microsoft": 1} if kv_cache == "in-place" else None)
+        _export(graph, decoder_example(model.cfg, kv_cache=kv_cache), io, Path(path), opset, exporter)
     log.info("wrote %s", path)
     return io
 

@@ -18,9 +18,9 @@ Precision per graph (``precision`` x ``target``):
 |           | decoder: weight-only INT8 (MatMulNBits)      | symmetric weights, calibrated acts     |
 | int4      | vision as int8; decoder: INT4 MatMulNBits    | vision Q/DQ; decoder INT4 MatMulNBits  |
 
-KV cache (``kv_cache``): target cpu exports the in-place cache (ONNX Runtime's GroupQueryAttention
-over one preallocated buffer: a decode step writes its own row, not past + new); GPU targets the
-concat graph, which TensorRT and every provider run.
+KV cache (``kv_cache``): target cpu exports the in-place cache (the past read where the runtime
+keeps it, only the new rows written: a decode step copies no cache); GPU targets the concat graph,
+which the TensorRT backend runs.
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ class ExportOptions:
         if self.kv_cache is not None and self.kv_cache not in KV_CACHES:
             out.append(f"KV cache '{self.kv_cache}' is not one of {', '.join(KV_CACHES)}")
         if self.kv_cache == "in-place" and self.target != "cpu":
-            out.append("--kv-cache in-place is ONNX Runtime's CPU GroupQueryAttention: it needs --target cpu "
-                       "(GPU targets export the concat cache TensorRT runs)")
+            out.append("--kv-cache in-place runs on ONNX Runtime's CPU provider: it needs --target cpu "
+                       "(GPU targets export the concat cache the TensorRT backend runs)")
         if self.kv_cache == "in-place" and self.exporter != "torchscript":
             out.append("--kv-cache in-place is exported with the torchscript exporter")
         if self.calib_method not in quantize.CALIBRATION_METHODS:

@@ -78,27 +78,6 @@ def preprocess(src: Path, dst: Path) -> None:
                    for t in onnx.load(str(src), load_external_data=False).graph.initializer)
     quant_pre_process(str(src), str(dst), skip_symbolic_shape=True, save_as_external_data=external,
                       all_tensors_to_one_file=True, external_data_location=f"{dst.name}.data")
-    keep_contrib_attributes(src, dst)
-
-
-def keep_contrib_attributes(src: Path, dst: Path) -> None:
-    """Give ``dst``'s com.microsoft nodes back the attributes ``src`` gave them.
-
-    ORT saves an optimized graph with every attribute of its own version's schema spelled out: a
-    GroupQueryAttention saved by 1.32 carries ``k_quant_type`` and others that 1.23 (JetPack 6)
-    rejects as unknown. The exporter set only what it needs; the defaults are the same.
-    """
-    exported = {n.name: n.attribute for n in onnx.load(str(src), load_external_data=False).graph.node
-                if n.domain == "com.microsoft"}
-    model = onnx.load(str(dst), load_external_data=False)
-    changed = False
-    for node in model.graph.node:
-        if node.name in exported and len(node.attribute) != len(exported[node.name]):
-            del node.attribute[:]
-            node.attribute.extend(exported[node.name])
-            changed = True
-    if changed:
-        onnx.save(model, str(dst))  # external weights stay where the references point
 
 
 def pixel_matmuls(model: onnx.ModelProto) -> list[str]:

@@ -58,6 +58,7 @@ class BenchConfig:
     device: str = "auto"
     threads: int | None = None
     video: str | None = None  # a real clip to decode; default: a synthetic 640x480 H.264 clip
+    video_decoder: str = "auto"  # runtime.video.clip_decoder: a Jetson's NVDEC where present
     roofline: bool = True
     stream_bytes: int | None = None  # STREAM array size (default: 4x the last-level cache, >= 64 MiB)
     gemm_size: int = 1024  # M = N = K of the GEMM ceiling
@@ -215,7 +216,8 @@ def run_benchmark(
     rss = sysinfo.PeakRss()
     rss.start()
     t_load = time.perf_counter()
-    rt = Runtime.load(bundle, backend=config.backend, device=config.device, threads=config.threads)
+    rt = Runtime.load(bundle, backend=config.backend, device=config.device, threads=config.threads,
+                      video_decoder=config.video_decoder)
     load_s = time.perf_counter() - t_load
     manifest: Manifest = rt.manifest
     question, q_tokens = question_with_tokens(lambda q: len(rt.prompt.question_ids(q)), config.prompt_tokens)
@@ -263,7 +265,7 @@ def run_benchmark(
         "bundle": _bundle_info(bundle, manifest),
         "backend": {"name": rt.backend.name, "description": rt.backend.description,
                     "providers": list(getattr(rt.backend, "providers", [])), "threads": config.threads,
-                    "load_s": load_s},
+                    "load_s": load_s, "video_decoder": rt.video_decoder},
         "config": {"frames": config.frames, "prompt_tokens": q_tokens, "prompt_tokens_requested": config.prompt_tokens,
                    "prefix_tokens": prefix_tokens, "new_tokens": config.new_tokens, "runs": config.runs,
                    "warmup": config.warmup,
@@ -521,7 +523,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Benchmark: {report['bundle']['model']} ({', '.join(f'{k} {v}' for k, v in report['bundle']['precision'].items())})",
         "",
-        f"Backend {report['backend']['description']}; prompt {report['config']['prompt_tokens']} question tokens "
+        f"Backend {report['backend']['description']}, video decoded in "
+        f"{report['backend'].get('video_decoder', 'software')}; prompt {report['config']['prompt_tokens']} question tokens "
         f"+ {report['config']['prefix_tokens']} prefix tokens, {report['config']['new_tokens']} new tokens, "
         f"{report['config']['runs']} runs after {report['config']['warmup']} warm-up. All times in ms.",
         "",

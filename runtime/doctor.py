@@ -94,7 +94,14 @@ def diagnose() -> dict[str, Any]:
         "memory_free_bytes": _probe(sysinfo.available_memory_bytes, None),
         "backends": backends,
         "can_run_video": av["ok"] and tokenizers["ok"],
+        "nvdec_problem": _probe(_nvdec_problem, "the check failed"),
     }
+
+
+def _nvdec_problem() -> str | None:
+    from exo2ego_edge.runtime.video_nvdec import unavailable
+
+    return unavailable()
 
 
 def _gib(n: int | None) -> str:
@@ -133,4 +140,7 @@ def report_lines(d: dict[str, Any]) -> list[str]:
     lines.append(f"backends      {', '.join(usable) if usable else 'none: install onnxruntime'}")
     if not d["can_run_video"]:
         lines.append("warning       video files need PyAV and tokenizers: pip install 'exo2ego-edge[runtime]'")
+    nvdec = d.get("nvdec_problem")
+    lines.append("video decode  " + ("NVDEC through GStreamer (nvv4l2decoder)" if nvdec is None
+                                     else f"software (FFmpeg on the CPU); NVDEC: {nvdec}"))
     return lines

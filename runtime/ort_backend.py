@@ -7,9 +7,10 @@ bundle, fp16 / int8 from the graph's precision and explicit profiles from the ex
 The decoder's KV cache lives in buffers the runtime allocates once, sized from the manifest
 (``decoder.max_seq``). For a "concat" graph, two per layer and key/value ("ping" and "pong"): a
 decode step binds the past to one and the present to the other, both by raw pointer, so the only
-copy is the graph's own concat of past and the new token. For an "in-place" graph
-(GroupQueryAttention), one per layer and key/value, bound as both past and present: a step writes
-its own rows and copies nothing else (see kv_cache.py). Positions and the attention mask are
+copy is the graph's own concat of past and the new token. For an "in-place" graph, one
+position-major buffer per layer and key/value: a step binds its first rows as the past and the
+rows right after them as the present, so the graph reads the past where it lies and writes only
+the new rows (see kv_cache.py). Positions and the attention mask are
 views of ``arange(max_seq)`` / ``ones(max_seq)`` made once. Every generation call, prefill
 included, asks the graph for the last position's logits only (``logits_to_keep = 1``), which land
 in one preallocated row. A shared prefix (prompt text, then a clip's visual tokens) is written by
@@ -332,7 +333,8 @@ class _OrtDecoder(CachedDecoder):
         rows = keep if self.keeps_logits else s
         return np.empty((1, rows, self.vocab), dtype=self.logits_dtype), keep
 
-    def _kv_shapes(self, past_len: int, total: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def _kv_binding(self, past_len: int, new: int, past: list[_Buffer], out: list[_Buffer] | None):
+        """(past shape, past pointers, present shape, present pointers or None: ORT allocates)."""
         raise NotImplementedError
 
     def _run(self, embeds: np.ndarray, past_len: int, past: list[_Buffer], out: list[_Buffer]) -> np.ndarray:
@@ -361,15 +363,14 @@ class _OrtDecoder(CachedDecoder):
         keep_value = self.keep_last if keep == 1 else np.array(keep, dtype=np.int64)  # alive until run
         if self.keeps_logits:
             b.bind_cpu_input(LOGITS_TO_KEEP, keep_value)
-        kv_past, kv_out = self._kv_shapes(past_len, total)
-        for i, name in enumerate(self.past):
-            ptr = past[i].ptr if past else self.empty_past[i].ptr  # zero-length past: any valid pointer
+        kv_past, past_ptrs, kv_out, out_ptrs = self._kv_binding(past_len, s, past, out)
+        for name, ptr in zip(self.past, past_ptrs):
             b.bind_input(name, self.device, 0, self.kv_dtype, kv_past, ptr)
         for i, name in enumerate(self.present):
-            if out is None:
+            if out_ptrs is None:
                 b.bind_output(name, self.device)
             else:
-                b.bind_output(name, self.device, 0, self.kv_dtype, kv_out, out[i].ptr)
+                b.bind_output(name, self.device, 0, self.kv_dtype, kv_out, out_ptrs[i])
         b.bind_output("logits", "cpu", 0, self.logits_dtype, logits.shape, logits.ctypes.data)
         self.session.run_with_iobinding(b)
         self.calls += 1
@@ -384,7 +385,6 @@ class OrtDecoder(_OrtDecoder, PingPongDecoder):
         super().__init__(*args, **kwargs)
         self.ping = [self._buffer(self.max_seq) for _ in self.past]
         self.pong = [self._buffer(self.max_seq) for _ in self.past]
-        self.empty_past = self.ping  # bound (zero-length) as a first prefill's past
 
     def extend(self, prefix: KVPrefix | None, embeds: np.ndarray) -> tuple[KVPrefix, np.ndarray]:
         """Run ``embeds`` (S, D) after ``prefix`` and keep the result as a new shared prefix.
@@ -409,23 +409,24 @@ class OrtDecoder(_OrtDecoder, PingPongDecoder):
         self._bind(embeds, prefix.length, prefix.buffers, None, logits, keep)
         return logits[0, logits.shape[1] - keep :]
 
-    def _kv_shapes(self, past_len: int, total: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def _kv_binding(self, past_len: int, new: int, past: list[_Buffer], out: list[_Buffer] | None):
         h, d = self.kv_shape[1:]
-        return (1, h, past_len, d), (1, h, total, d)
+        past_ptrs = [b.ptr for b in past or self.ping]  # a zero-length past: any valid pointer
+        return (1, h, past_len, d), past_ptrs, (1, h, past_len + new, d), out and [b.ptr for b in out]
 
 
 class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
-    """An "in-place" graph: every call runs on one max_seq-long cache per layer and key / value,
-    bound as both past and present; a prefix keeps a compact copy of its rows (CPU only)."""
+    """An "in-place" graph: every call runs on one position-major, max_seq-long cache per layer
+    and key / value; a prefix keeps a compact copy of its rows (CPU memory only)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         InPlaceDecoder.__init__(self)
         if self.device != "cpu":
-            raise BackendError("this bundle's in-place KV cache (GroupQueryAttention) runs on ONNX Runtime's "
-                               "CPU provider: run with --device cpu, or export with --target cuda for a GPU")
+            raise BackendError("this bundle's in-place KV cache runs on ONNX Runtime's CPU provider: run with "
+                               "--device cpu, or export with --target cuda for a GPU")
         self.cache = [self._buffer(self.max_seq) for _ in self.past]
-        self.empty_past = self.cache
+        self.row_bytes = self.kv_shape[1] * self.kv_shape[2] * self.kv_dtype.itemsize
 
     def extend(self, prefix: KVPrefix | None, embeds: np.ndarray) -> tuple[KVPrefix, np.ndarray]:
         """As :meth:`OrtDecoder.extend`; the new prefix's rows are copied out of the cache once."""
@@ -448,17 +449,18 @@ class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
         return logits[0, logits.shape[1] - keep :]
 
     def _rows(self, buffer: _Buffer, rows: int) -> np.ndarray:
-        """The first ``rows`` positions of a cache buffer: a (kv_heads, rows, head_dim) view."""
-        h, d = self.kv_shape[1:]
-        return buffer.array.reshape(h, self.max_seq, d)[:, :rows]
+        """The first ``rows`` positions of a cache buffer: a (rows, kv_heads * head_dim) view."""
+        row = self.kv_shape[1] * self.kv_shape[2]
+        return buffer.array[: rows * row].reshape(rows, row)
 
     def _load(self, prefix: KVPrefix) -> None:
         for buffer, rows in zip(self.cache, prefix.buffers):
             self._rows(buffer, prefix.length)[...] = rows
 
-    def _kv_shapes(self, past_len: int, total: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        shape = (1, self.kv_shape[1], self.max_seq, self.kv_shape[2])
-        return shape, shape
+    def _kv_binding(self, past_len: int, new: int, past: list[_Buffer], out: list[_Buffer] | None):
+        row = self.kv_shape[1] * self.kv_shape[2]
+        after_past = [b.ptr + past_len * self.row_bytes for b in self.cache]
+        return (1, past_len, row), [b.ptr for b in self.cache], (1, new, row), after_past
 
 
 class OrtBackend:

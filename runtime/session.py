@@ -118,23 +118,33 @@ def check_onnxruntime(bundle: Path, manifest: Manifest) -> None:
 class Runtime:
     """A loaded bundle: backends for both graphs, the tokenizer, the prompt prefix's KV cache."""
 
-    def __init__(self, bundle: Path, manifest, backend, prompt: PromptBuilder):
+    def __init__(self, bundle: Path, manifest, backend, prompt: PromptBuilder, video=None):
+        from exo2ego_edge.runtime.video import decode_clip
+
         self.bundle, self.manifest, self.backend, self.prompt = bundle, manifest, backend, prompt
         self.vision, self.decoder = backend.vision, backend.decoder
+        # (decode_clip function, what it runs on), from runtime.video.clip_decoder
+        self.decode_clip, self.video_decoder = video or (decode_clip, "software")
         pre = manifest.preprocessing
         self.num_frames, self.image_size = pre.num_frames, pre.image_size
         self._text_prefix = None  # KVPrefix of the prompt text before the video, made on first use
 
     @classmethod
     def load(cls, bundle: str | os.PathLike, backend: str = "auto", device: str = "auto",
-             threads: int | None = None, verify: bool = True, spin: bool = False) -> Runtime:
+             threads: int | None = None, verify: bool = True, spin: bool = False,
+             video_decoder: str = "auto") -> Runtime:
         """Verify ``bundle`` (format version, every file's sha256) and load its graphs.
 
         backend: "ort" (ONNX Runtime; ``device`` auto/cpu/cuda/tensorrt picks its provider),
         "tensorrt" (the bundle's engines via TensorRT + pycuda), or "auto" (TensorRT when the
         bundle has engines and TensorRT imports, else ONNX Runtime). ``threads`` and ``spin``
         (idle ORT threads busy-wait; off, see ``ort_backend.session_options``) tune ONNX Runtime.
+        ``video_decoder``: "auto" (a Jetson's NVDEC where present, else FFmpeg on the CPU),
+        "software" or "nvdec" (see ``runtime.video.clip_decoder``).
         """
+        from exo2ego_edge.runtime.video import clip_decoder
+
+        video = clip_decoder(video_decoder)  # before loading graphs: a refusal costs nothing
         bundle = Path(bundle)
         manifest = load_manifest(bundle, verify=verify)
         if manifest.parity and not manifest.parity.get("passed", True) and not manifest.provenance.get("random_weights"):
@@ -154,7 +164,7 @@ class Runtime:
             check_onnxruntime(bundle, manifest)
             impl = OrtBackend(bundle, manifest, device=device, threads=threads, spin=spin)
         log.info("loaded %s on %s", bundle, impl.description)
-        return cls(bundle, manifest, impl, PromptBuilder(bundle, manifest, impl.decoder.embed_dtype))
+        return cls(bundle, manifest, impl, PromptBuilder(bundle, manifest, impl.decoder.embed_dtype), video)
 
     # --- visual tokens --------------------------------------------------------------------
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
@@ -216,10 +226,8 @@ class Session:
         rt, t = self.rt, self._prep
         if self.visual_tokens is None:
             if self.frames is None:
-                from exo2ego_edge.runtime.video import decode_clip
-
                 t0 = time.perf_counter()
-                self.frames = decode_clip(self.video, self.start, self.end, rt.num_frames, rt.image_size)
+                self.frames = rt.decode_clip(self.video, self.start, self.end, rt.num_frames, rt.image_size)
                 t.decode_video_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             frames = np.ascontiguousarray(self.frames)  # the graph's NHWC uint8 layout, no copy if already so

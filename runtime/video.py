@@ -27,6 +27,8 @@ Decisions (each one is a contract, changing it changes what the model sees):
   full decode (tests/test_video_input.py); a 60 s clip with a 1 s GOP samples 8 frames 6x faster.
 - Anything FFmpeg can decode is accepted (H.264, HEVC, VP9, MJPEG, AV1, ...); a stream whose codec
   this FFmpeg build has no decoder for is refused with its name.
+- **Hardware decoding where there is one.** :func:`clip_decoder` picks this module's decoder or a
+  Jetson's NVDEC through GStreamer (:mod:`.video_nvdec`, same sampling and crop rules).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 # swscale's area filter averages source pixels: the right filter for large downscales (4K -> 224).
 _INTERPOLATION = "AREA"
+VIDEO_DECODERS = ("auto", "software", "nvdec")
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,35 @@ def decode_clip(
     return decode_clips(path, [(start, end)], num_frames, size)[0]
 
 
+def clip_decoder(name: str = "auto"):
+    """The ``decode_clip`` a runtime uses: "software" (this module: FFmpeg on the CPU), "nvdec"
+    (a Jetson's NVDEC through GStreamer; refused in one line where it is missing) or "auto" (NVDEC
+    where present, falling back to software for a file it cannot decode; else software). Returns
+    the function and the name of what it runs on."""
+    if name not in VIDEO_DECODERS:
+        raise VideoError(f"unknown video decoder '{name}'; choose one of: {', '.join(VIDEO_DECODERS)}")
+    if name == "software":
+        return decode_clip, "software"
+    from exo2ego_edge.runtime import video_nvdec
+
+    reason = video_nvdec.unavailable()
+    if reason is not None:
+        if name == "nvdec":
+            raise VideoError(f"{reason}: {video_nvdec.SOFTWARE_HINT}")
+        return decode_clip, "software"
+    if name == "nvdec":
+        return video_nvdec.decode_clip, "nvdec"
+
+    def nvdec_or_software(path, start=None, end=None, num_frames=8, size=224) -> np.ndarray:
+        try:
+            return video_nvdec.decode_clip(path, start, end, num_frames, size)
+        except VideoError as e:
+            log.warning("%s: hardware decoding failed (%s); decoding in software", path, e)
+            return decode_clip(path, start, end, num_frames, size)
+
+    return nvdec_or_software, "nvdec"
+
+
 def decode_clips(
     path: str | os.PathLike,
     windows: list[tuple[float | None, float | None]],
@@ -227,6 +259,49 @@ class _Candidate:
         self.frame, self.slot = frame, None  # slot: the clip row it was first written to
 
 
+class FramePicker:
+    """Gives each target time the frame on screen at that instant (the last frame whose timestamp
+    is <= t; the first frame for earlier times, the last for later), as frames arrive in time
+    order; each frame is written into the clip once (``write(frame, row)``), a repeat is a copy.
+    Shared by the software decoder and the hardware one (:mod:`.video_nvdec`)."""
+
+    def __init__(self, targets: np.ndarray, t1: float, clip: np.ndarray, write) -> None:
+        self.targets, self.t1, self.clip, self.write = targets, t1, clip, write
+        self.k = 0  # targets given a frame so far
+        self.prev: _Candidate | None = None
+        self.distinct = 0
+
+    def offer(self, t: float, frame) -> bool:
+        """Take the frame shown from time ``t``; True when no later frame is needed."""
+        if t > self.t1 and self.prev is not None:
+            return True
+        cur = _Candidate(frame)
+        while self.k < len(self.targets) and self.targets[self.k] < t:
+            self._put(self.prev if self.prev is not None else cur)
+        if self.k == len(self.targets):
+            return True
+        self.prev = cur
+        return False
+
+    def finish(self, empty: str) -> int:
+        """Targets after the last frame see the last frame; returns how many distinct frames were
+        used (fewer than targets when the clip is short). ``empty``: the error when none came."""
+        if self.prev is None:
+            raise VideoError(empty)
+        while self.k < len(self.targets):
+            self._put(self.prev)
+        return self.distinct
+
+    def _put(self, c: _Candidate) -> None:
+        if c.slot is None:  # scale + crop each frame once; a repeat is a plain copy
+            self.write(c.frame, self.clip[self.k])
+            c.slot = self.k
+            self.distinct += 1
+        else:
+            self.clip[self.k] = self.clip[c.slot]
+        self.k += 1
+
+
 @dataclass
 class _Plan:
     """What a demux-only pass over a window tells before any frame is decoded (reading packets
@@ -271,11 +346,10 @@ def _plan(container, stream, targets: np.ndarray, t1: float) -> _Plan | None:
 
 def _fill(container, stream, targets: np.ndarray, t0: float, t1: float, clip: np.ndarray,
           size: int, path) -> int:
-    """Give each target time the frame on screen at that instant (the last frame whose timestamp
-    is <= t; the first frame for earlier times, the last for later), decoding as little as the
-    stream allows: frames nothing shows or references are skipped, and the decoder jumps to the
-    keyframe before the next shown frame when one lies ahead. Returns how many distinct frames
-    were used (fewer than targets when the clip is short).
+    """Give each target time the frame on screen at that instant (:class:`FramePicker`), decoding
+    as little as the stream allows: frames nothing shows or references are skipped, and the
+    decoder jumps to the keyframe before the next shown frame when one lies ahead. Returns how
+    many distinct frames were used (fewer than targets when the clip is short).
     """
     import av
 
@@ -286,27 +360,17 @@ def _fill(container, stream, targets: np.ndarray, t0: float, t1: float, clip: np
     plan = _plan(container, stream, targets, t1)
     seek(t0)
     fps = _fps(stream) or 30.0
-    n, k, index, distinct = len(targets), 0, 0, 0
-    prev: _Candidate | None = None
+    index = 0
+    picker = FramePicker(targets, t1, clip, lambda frame, row: to_model_frame(frame, size, out=row))
     floor = -math.inf  # after a jump, frames the decoder returns from before the keyframe are not real
     codec = stream.codec_context
-
-    def put(c: _Candidate) -> None:
-        nonlocal distinct
-        if c.slot is None:  # scale + crop each frame once; a repeat is a plain copy
-            to_model_frame(c.frame, size, out=clip[k])
-            c.slot = k
-            distinct += 1
-        else:
-            clip[k] = clip[c.slot]
-
     try:
         for packet in container.demux(stream):
             if plan is not None and packet.pts is not None:
                 # Every shown frame up to ``prev`` is out of the decoder, so a seek loses nothing.
                 # Each keyframe is sought once: where the container seeks coarsely (no index), the
                 # decoder then reads on from wherever the seek landed.
-                key = plan.jump(prev.frame.time if prev is not None else -math.inf,
+                key = plan.jump(picker.prev.frame.time if picker.prev is not None else -math.inf,
                                 max(float(packet.pts * packet.time_base), floor))
                 if key is not None:
                     container.seek(key[1], stream=stream, backward=True, any_frame=False)
@@ -318,26 +382,11 @@ def _fill(container, stream, targets: np.ndarray, t0: float, t1: float, clip: np
             for frame in packet.decode():
                 t = frame.time if frame.time is not None else index / fps
                 index += 1
-                if t < floor:
-                    continue
-                if t > t1 and prev is not None:
+                if t >= floor and picker.offer(t, frame):
                     done = True
                     break
-                cur = _Candidate(frame)
-                while k < n and targets[k] < t:
-                    put(prev if prev is not None else cur)
-                    k += 1
-                if k == n:
-                    done = True
-                    break
-                prev = cur
             if done:
                 break
     except av.error.FFmpegError as e:
         raise VideoError(f"{path}: decoding failed ({_reason(e)}); the file may be truncated or corrupt") from None
-    if prev is None:
-        raise VideoError(f"{path}: no frames between {t0:g} s and {t1:g} s")
-    while k < n:  # targets after the last frame see the last frame
-        put(prev)
-        k += 1
-    return distinct
+    return picker.finish(f"{path}: no frames between {t0:g} s and {t1:g} s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +199,48 @@ def test_frames_skipped_by_the_decoder_are_never_the_ones_shown(tmp_path, params
         start, end = window[0] or 0.0, window[1] or decoded[-1][0] + 1 / 15
         want = [next(img for t, img in reversed(decoded) if t <= target) for target in sample_times(start, end, n)]
         np.testing.assert_array_equal(decode_clip(path, *window, num_frames=n, size=32), np.stack(want))
+
+
+# --- hardware decoding (runtime/video_nvdec.py) -------------------------------------------------
+def test_nvdec_is_refused_in_one_line_where_missing_and_auto_keeps_software():
+    from exo2ego_edge.runtime import video_nvdec
+    from exo2ego_edge.runtime.video import clip_decoder
+
+    reason = video_nvdec.unavailable()
+    if reason is None:
+        pytest.skip("this machine has NVIDIA's GStreamer decoder: nothing to refuse")
+    assert "\n" not in reason
+    with pytest.raises(VideoError, match=re.escape(f"{reason}: use --video-decoder software")):
+        clip_decoder("nvdec")
+    assert clip_decoder("auto") == (decode_clip, "software")
+    with pytest.raises(VideoError, match="unknown video decoder 'vaapi'"):
+        clip_decoder("vaapi")
+
+
+# The NVDEC pipeline with GStreamer's software decoder and scaler in place of NVIDIA's elements:
+# the same seek, timestamps, sampling and crop, where GStreamer and its Python bindings exist.
+GSTREAMER_SOFTWARE = ("avdec_h264", "videoconvert ! videoscale")
+
+
+def _gstreamer_software():
+    from exo2ego_edge.runtime import video_nvdec
+
+    elements = video_nvdec.Elements(*GSTREAMER_SOFTWARE)
+    reason = video_nvdec.unavailable(elements)
+    if reason:
+        pytest.skip(f"no GStreamer with libav here ({reason})")
+    return video_nvdec, elements
+
+
+@pytest.mark.parametrize("window", [(None, None), (1.05, 2.6), (0.0, 0.3)])
+def test_gstreamer_pipeline_samples_the_frames_the_software_decoder_samples(tmp_path, window):
+    video_nvdec, elements = _gstreamer_software()
+    path = write_test_mp4(tmp_path / "clip.mp4", frames=40, size=(96, 64), fps=10)
+    start, end = window
+    want = decode_clip(path, start, end, num_frames=6, size=32)
+    got = video_nvdec.decode_clip(path, start, end, num_frames=6, size=32, elements=elements)
+    assert got.shape == want.shape == (6, 32, 32, 3) and got.dtype == np.uint8
+    # Scalers differ by a few levels; a wrong frame differs by 17 levels of flat colour and its bar.
+    distance = np.abs(got[:, None].astype(int) - want[None].astype(int)).mean(axis=(2, 3, 4))
+    for i in range(6):
+        assert distance[i, i] < 4 and distance[i, i] == distance[i].min(), distance.round(1)

@@ -68,11 +68,13 @@ def prepare_checkpoint(work: Path, llm_layers: int, vision_layers: int, seed: in
 
 
 def ours_bundle(ckpt: Path, work: Path, precision: str, max_seq: int = 1024) -> Path:
-    """Our bundle of the checkpoint, its KV cache sized for ``max_seq`` tokens (cached)."""
+    """Our bundle of the checkpoint, its KV cache sized for ``max_seq`` tokens (cached while the
+    bundle format is this exporter's)."""
+    from exo2ego_edge.bundle import FORMAT_VERSION, read_manifest
     from exo2ego_edge.export.pipeline import export_bundle
 
     out = work / (f"ours-{precision}" + (f"-seq{max_seq}" if max_seq != 1024 else ""))
-    if not (out / "manifest.json").is_file():
+    if not (out / "manifest.json").is_file() or read_manifest(out).format_version != FORMAT_VERSION:
         export_bundle(ckpt, out, precision=precision, overwrite=True, force=True, parity_samples=1,
                       max_new_tokens=4, max_seq=max_seq)
     return out
@@ -176,26 +178,27 @@ def to_markdown(report: dict[str, Any]) -> str:
         + "(hidden 896, 14 heads / 2 KV heads, MLP 4864, vocab 151,936, tied embeddings)"
         + ("" if c["llm_layers"] >= 24 else " — the full model's exports and 8 contenders x interleaved runs take "
            "longer; width, vocabulary and KV layout are the real ones") + ". "
-        f"Prompt {c['prompt_tokens']} tokens, {c['new_tokens']} new tokens (end-of-sequence ignored), greedy, "
+        f"Prompt {' / '.join(map(str, c['prompt_tokens']))} tokens, {c['new_tokens']} new tokens (end-of-sequence ignored), greedy, "
         f"{c['runs']} runs per side after {c['warmup']} warm-up, interleaved A B A B, {c['threads'] or 'default'} threads.",
         "",
         "Speed-up = peer ms/token ÷ ours ms/token per interleaved run pair (median [min–max] over pairs); > 1 means ours is faster.",
         "",
-        "| ours | peer | ours decode tok/s (p50) | peer decode tok/s (p50) | decode speed-up | ours TTFT p50 ms | peer TTFT p50 ms | TTFT speed-up |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| ours | peer | prompt | ours decode tok/s (p50) | peer decode tok/s (p50) | decode speed-up | ours TTFT p50 ms | peer TTFT p50 ms | TTFT speed-up |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in report["pairs"]:
+        prompt = p.get("prompt_tokens", c["prompt_tokens"][0])
         if "error" in p:
-            lines.append(f"| ours {p['precision']} | {p['peer']} {p['precision']} | — | — | failed: {p['error']} | | | |")
+            lines.append(f"| ours {p['precision']} | {p['peer']} {p['precision']} | {prompt} | — | — | failed: {p['error']} | | | |")
             continue
         o, q, r = p["ours"], p["peer_result"], p["ratio"]
         lines.append(
-            f"| ours {p['precision']} | {p['peer']} {p['precision']} | {o['decode_tokens_per_s']:.1f} | {q['decode_tokens_per_s']:.1f} | "
+            f"| ours {p['precision']} | {p['peer']} {p['precision']} | {prompt} | {o['decode_tokens_per_s']:.1f} | {q['decode_tokens_per_s']:.1f} | "
             f"{r['decode_speedup_median']:.2f}× [{r['decode_speedup_min']:.2f}–{r['decode_speedup_max']:.2f}] | "
             f"{o['ttft_ms']['p50']:.0f} | {q['ttft_ms']['p50']:.0f} | {r['ttft_speedup_median']:.2f}× |")
     lines += ["", "Notes:", "",
               "- TTFT: ours caches the fixed prompt prefix (system line) once per loaded runtime, so its prefill "
-              f"runs {c['prompt_tokens'] - c['ours_prefix_tokens']} of the {c['prompt_tokens']} tokens; peers prefill all of them.",
+              f"runs all but the first {c['ours_prefix_tokens']} tokens of the prompt; peers prefill all of them.",
               "- Ours as `export` writes it by default; each decoder's weight MatMuls (manifest `matmuls`): "
               + ", ".join(f"{k} {v}" for k, v in report.get("ours_decoders", {}).items())
               + " (INT8: layers on the CPU's integer GEMM, lm_head weight-only; INT4: MatMulNBits 4-bit, block 128, "
@@ -212,7 +215,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     pairs = [p for p in report["pairs"] if "error" not in p]
-    labels = [f"{p['peer']}\n{p['precision']}" for p in pairs]
+    c = report["config"]
+    labels = [f"{p['peer']}\n{p['precision']}" + (f", {p['prompt_tokens']} tok" if len(c["prompt_tokens"]) > 1 else "")
+              for p in pairs]
     x = np.arange(len(pairs))
     fig, ax = plt.subplots(figsize=(max(7, 1.8 * len(pairs)), 4))
     ax.bar(x - 0.2, [p["ours"]["decode_tokens_per_s"] for p in pairs], 0.4, label="exo2ego-edge (ours)")
@@ -222,8 +227,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
                 f"{p['ratio']['decode_speedup_median']:.2f}×", ha="center", fontsize=8)
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("decode tokens/s (p50)")
-    c = report["config"]
-    ax.set_title(f"edge-0.5b width, {c['llm_layers']} layers, prompt {c['prompt_tokens']}, {c['new_tokens']} new tokens")
+    ax.set_title(f"edge-0.5b width, {c['llm_layers']} layers, prompt {' / '.join(map(str, c['prompt_tokens']))}, "
+                 f"{c['new_tokens']} new tokens")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -253,7 +258,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "exo2ego-edge" / "peers",
                     help="where checkpoints and exported models go (reused across runs)")
     ap.add_argument("--llm-layers", type=int, default=6)
-    ap.add_argument("--prompt-tokens", type=int, default=256)
+    ap.add_argument("--prompt-tokens", type=int, nargs="+", default=[256],
+                    help="prompt lengths; each pair is measured at each (decode speed against context)")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
@@ -270,13 +276,14 @@ def main() -> None:
     ckpt, hf = prepare_checkpoint(work, args.llm_layers, vision_layers=1, seed=args.seed)
     log.info("checkpoint ready (%.0f s)", time.perf_counter() - t0)
     rng = np.random.default_rng(args.seed)
-    ids = rng.integers(1000, 150000, size=args.prompt_tokens).tolist()  # ordinary ids: no specials
-    ids_file = work / "prompt_ids.json"
-    ids_file.write_text(json.dumps(ids))
+    ids = rng.integers(1000, 150000, size=max(args.prompt_tokens)).tolist()  # ordinary ids: no specials
+    ids_files = {n: work / f"prompt_ids_{n}.json" for n in args.prompt_tokens}  # each a prefix of the longest
+    for n, path in ids_files.items():
+        path.write_text(json.dumps(ids[:n]))
     pairs = [p for p in PAIRS if (not args.only or p[1] in args.only)
              and (not args.precisions or p[2] in args.precisions)]
     models: dict[str, Path] = {}
-    max_seq = max(1024, args.prompt_tokens + args.new_tokens)
+    max_seq = max(1024, max(args.prompt_tokens) + args.new_tokens)
     for precision in sorted({p[2] for p in pairs}):
         models[f"ours-{precision}"] = ours_bundle(ckpt, work, precision, max_seq)
     for _, engine, precision in pairs:
@@ -293,9 +300,9 @@ def main() -> None:
     log.info("models ready (%.0f s)", time.perf_counter() - t0)
     results: list[dict[str, Any]] = []
     facts = {"prefix_tokens": None}
-    for label, engine, precision in pairs:
+    for (label, engine, precision), prompt in [(p, n) for p in pairs for n in args.prompt_tokens]:
         key = f"{engine}-{precision}"
-        entry: dict[str, Any] = {"peer": label, "engine": engine, "precision": precision}
+        entry: dict[str, Any] = {"peer": label, "engine": engine, "precision": precision, "prompt_tokens": prompt}
         if key not in models:
             entry["error"] = "model build failed"
             results.append(entry)
@@ -303,14 +310,16 @@ def main() -> None:
         python = GENAI_PY if engine == "genai" else sys.executable
         ours = peer = None
         try:
+            ids_file = ids_files[prompt]
             ours = Worker(sys.executable, "ours", models[f"ours-{precision}"], ids_file, args.new_tokens, args.threads)
             facts["prefix_tokens"] = ours.ready.get("prefix_tokens")
             peer = Worker(python, engine, models[key], ids_file, args.new_tokens, args.threads)
-            log.info("pair ours-%s vs %s: loaded", precision, key)
+            log.info("pair ours-%s vs %s at %d tokens: loaded", precision, key, prompt)
             ro, rp = interleaved(ours, peer, args.runs, args.warmup)
             entry.update(ours=summarize_runs(ro), peer_result=summarize_runs(rp), ratio=pair_ratio(ro, rp),
                          raw={"ours": ro, "peer": rp})
-            log.info("pair ours-%s vs %s: %.2fx decode", precision, key, entry["ratio"]["decode_speedup_median"])
+            log.info("pair ours-%s vs %s at %d tokens: %.2fx decode", precision, key, prompt,
+                     entry["ratio"]["decode_speedup_median"])
         except Exception as e:  # noqa: BLE001
             log.error("pair %s failed: %s", key, e)
             entry["error"] = str(e).splitlines()[0][:120]

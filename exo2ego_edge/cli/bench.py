@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from exo2ego_edge.cli.run import video_decoder_option
 from exo2ego_edge.errors import UserError
 
 
@@ -48,6 +49,7 @@ def _positive_ints(ctx, param, value: str | None) -> list[int] | None:
 @click.option("--runs", type=int, default=10, show_default=True)
 @click.option("--warmup", type=int, default=2, show_default=True)
 @click.option("--video", type=click.Path(exists=True, dir_okay=False), help="A clip to decode (default: synthetic H.264).")
+@video_decoder_option
 @click.option("--contexts", default="512,2048,4096", show_default=True, callback=_positive_ints,
               help="KV-cache lengths to time a decode step at (or as close as the bundle's max_seq allows).")
 @click.option("--no-roofline", is_flag=True, help="Skip the bandwidth / GEMM measurements and the graph walk.")
@@ -58,7 +60,7 @@ def _positive_ints(ctx, param, value: str | None) -> list[int] | None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG chart (needs matplotlib).")
 def bench(bundle: Path | None, preset: str | None, precision: str, llm_layers: int | None, cache_dir: Path | None,
           backend: str, device: str, threads: int | None, frames: list[int] | None, prompt_tokens: int, new_tokens: int,
-          runs: int, warmup: int, video: str | None, contexts: list[int], no_roofline: bool, os_reserve_gb: float,
+          runs: int, warmup: int, video: str | None, video_decoder: str, contexts: list[int], no_roofline: bool, os_reserve_gb: float,
           json_path: Path | None, md_path: Path | None, plot_path: Path | None) -> None:
     """Latency benchmark of a bundle: per-stage p50/p90/p99, tokens/s, frames/s, memory, power,
     achieved fraction of this machine's bandwidth and compute rooflines, and a Jetson projection.
@@ -81,7 +83,8 @@ def bench(bundle: Path | None, preset: str | None, precision: str, llm_layers: i
         frames = [f for f in DEFAULT_FRAMES if f <= most] or [most]
     config = bench_harness.BenchConfig(
         frames=frames, prompt_tokens=prompt_tokens, new_tokens=new_tokens, runs=runs, warmup=warmup,
-        backend=backend, device=device, threads=threads, video=video, roofline=not no_roofline,
+        backend=backend, device=device, threads=threads, video=video, video_decoder=video_decoder,
+        roofline=not no_roofline,
         os_reserve_bytes=int(os_reserve_gb * 2**30), contexts=contexts,
     )
     total = len(frames) * (runs + warmup)

@@ -34,9 +34,9 @@ from exo2ego_edge.errors import UserError
                    "(VNNI / AMX / Arm dot product: much faster prefill), lm_head weight-only; weight-only = "
                    "MatMulNBits with float activations.")
 @click.option("--kv-cache", type=click.Choice(["in-place", "concat"]), default=None,
-              help="Decoder KV cache: in-place = ONNX Runtime's GroupQueryAttention writes each step's keys and "
-                   "values into one preallocated cache (decode speed nearly flat in context); concat = standard "
-                   "ops, past + new copied every step (what TensorRT runs). [in-place for --target cpu, else concat]")
+              help="Decoder KV cache: in-place = the graph reads the past where the runtime keeps it and writes "
+                   "only each step's new keys and values; concat = past + new copied into a new cache every step "
+                   "(what the TensorRT backend runs). [in-place for --target cpu, else concat]")
 @click.option("--ort-optimize", is_flag=True,
               help="Save the CPU graphs as this ONNX Runtime optimizes them: faster session starts, but the "
                    "bundle then loads on exactly this ONNX Runtime version (not on a device's older one).")

@@ -9,6 +9,12 @@ import click
 from exo2ego_edge.assets import SHIPPED_BUNDLE
 
 
+# Shared with `bench`: where a clip's frames are decoded (runtime.video.clip_decoder).
+video_decoder_option = click.option(
+    "--video-decoder", type=click.Choice(["auto", "software", "nvdec"]), default="auto", show_default=True,
+    help="Video decoding: a Jetson's NVDEC through GStreamer where present (auto), or FFmpeg on the CPU.")
+
+
 @click.command(name="run")
 @click.option("--bundle", "bundle", type=click.Path(), default=str(SHIPPED_BUNDLE), show_default="the shipped egosim-tiny INT8 bundle",
               help="Bundle folder (from `export`).")
@@ -17,6 +23,7 @@ from exo2ego_edge.assets import SHIPPED_BUNDLE
 @click.option("--backend", type=click.Choice(["auto", "ort", "tensorrt"]), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="ONNX Runtime provider: auto, cpu, cuda, tensorrt.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per graph (ONNX Runtime).")
+@video_decoder_option
 @click.option("--stream/--no-stream", default=False, help="Print tokens as they are decoded.")
 @click.option("--json", "as_json", is_flag=True, help="Print answer, token ids and per-stage timings as JSON.")
 @click.option("--start", type=click.FloatRange(min=0), default=None, help="Window start in seconds (default: clip start).")
@@ -33,7 +40,7 @@ from exo2ego_edge.assets import SHIPPED_BUNDLE
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Network source open/read time limit (s).")
 def run(bundle: str, video: str | None, question: str, backend: str, device: str, threads: int | None,
-        stream: bool, as_json: bool, start: float | None, end: float | None, max_new_tokens: int,
+        video_decoder: str, stream: bool, as_json: bool, start: float | None, end: float | None, max_new_tokens: int,
         temperature: float, top_k: int, top_p: float, repetition_penalty: float, seed: int | None,
         source: str | None, every: float | None, timeout: float) -> None:
     """Answer a question about an egocentric video (or a live source) with a bundle."""
@@ -47,7 +54,7 @@ def run(bundle: str, video: str | None, question: str, backend: str, device: str
     if video is not None and every is not None:
         raise UserError("--every applies to --source only; --video answers once")
     sampling = Sampling(temperature, top_k, top_p, repetition_penalty, seed)
-    rt = Runtime.load(bundle, backend=backend, device=device, threads=threads)
+    rt = Runtime.load(bundle, backend=backend, device=device, threads=threads, video_decoder=video_decoder)
     if source is not None:
         _run_live(rt, source, question, every, max_new_tokens, sampling, as_json, timeout)
         return
