@@ -17,10 +17,10 @@ Graph interface (names are part of the contract):
 
   KV cache layouts (``DecoderSpec.kv_cache``): "concat" is the graph above (GPU targets; what
   TensorRT runs): each call writes past + new into a fresh present. "in-place" (CPU targets, from
-  format 5 on) keeps the cache position-major: ``past_key_values.*`` are (B, past,
-  kv_heads * head_dim), the first rows of a preallocated buffer, and ``present.*`` only the S new
-  rows (B, S, kv_heads * head_dim), which the runtime binds right after the past in the same
-  buffer, so a call copies no cache.
+  format 5 on): ``past_key_values.*`` are the runtime's cache buffers as they are,
+  (B, kv_heads, C, head_dim) with room after the filled rows, which ``attention_mask`` (width
+  C + S) marks 0; ``present.*`` are only the S new rows (B, kv_heads, S, head_dim), which the
+  runtime stores after the filled ones, so a call copies no cache.
 
   ``logits_to_keep`` = k (Hugging Face's name and meaning): the logits cover the last
   K = min(k, S) new positions, or all S for k = 0. Generation passes 1 (a prefill's vocabulary

@@ -23,8 +23,8 @@ positions) + ``present.{i}.key|value``.
 
 Two decoders share that interface (``DecoderSpec.kv_cache``): :class:`DecoderGraph` concatenates
 past and new keys in the graph ("concat"), :class:`InPlaceDecoderGraph` reads the past where the
-runtime keeps it and returns only the new rows, which the runtime binds to their place in the
-same buffer ("in-place": a step copies no cache). Both are standard ONNX ops.
+runtime keeps it and returns only the new rows, which the runtime stores after it ("in-place": a
+step copies no cache). Both are standard ONNX ops.
 """
 
 from __future__ import annotations
@@ -86,9 +86,8 @@ def vision_io(cfg: ModelConfig, float_dtype: str = "float32") -> GraphIO:
 
 def decoder_io(cfg: ModelConfig, float_dtype: str = "float32", kv_cache: str = "concat") -> GraphIO:
     lc = cfg.llm
-    if kv_cache == "in-place":  # position-major rows: the past is the cache's first rows, as they lie
-        row = lc.num_kv_heads * lc.head_dim
-        kv_in, kv_out = [BATCH, PAST, row], [BATCH, SEQ, row]
+    if kv_cache == "in-place":  # the cache as the runtime keeps it in, the new rows out
+        kv_in, kv_out = [BATCH, lc.num_kv_heads, PAST, lc.head_dim], [BATCH, lc.num_kv_heads, SEQ, lc.head_dim]
     else:
         kv_in, kv_out = [BATCH, lc.num_kv_heads, PAST, lc.head_dim], [BATCH, lc.num_kv_heads, TOTAL, lc.head_dim]
     return GraphIO(
@@ -158,7 +157,7 @@ class DecoderGraph(nn.Module):
 
 class InPlaceCache:
     """One call's cache as :class:`InPlaceDecoderGraph` hands it to each layer's attention: the
-    past rows (B, past, KV * hd) as the runtime keeps them, and the new rows each layer returns."""
+    past (B, KV, C, hd) as the runtime keeps it, and the new rows each layer returns."""
 
     def __init__(self, past: tuple[torch.Tensor, ...]):
         self.past = past
@@ -168,47 +167,30 @@ class InPlaceCache:
 def in_place_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                        attention_mask: torch.Tensor, scaling: float, dropout: float = 0.0,
                        in_place_cache: InPlaceCache | None = None, **kwargs) -> tuple[torch.Tensor, None]:
-    """Attention over a past that stays where it lies plus this call's new keys and values.
-
-    The past rows of a layer are one (past, KV * hd) matrix in the runtime's buffer. Scores against
-    them are that matrix times a block-diagonal arrangement of the queries (each KV head's queries
-    in its block, zeros elsewhere), and the output is the probabilities times the value matrix with
-    the diagonal blocks kept: every past key and value is read once, where it lies, and none is
-    copied (a Transpose or Concat of the past would copy all of it every step). The zero blocks
-    cost KV x the past's multiply-adds, which a decode step (one query row) does not notice; a
-    prefill's new tokens attend to each other through the grouped reshape instead. No shape that
-    holds the past's length is ever reshaped (ONNX reads a 0 there as "keep"): a first prefill has
-    an empty past. Query head ``h = g * group + r`` uses KV head ``g``; scores are scaled after the
-    product and soft-maxed in float32 over past and new together, as eager attention does.
-    """
+    """:func:`grouped_query_attention` with the past and the new keys kept apart: scores against
+    each are computed separately and joined (a few values per query), so the past is read where
+    it lies and never concatenated with the new rows (a copy of the whole cache per step). The new
+    keys and values (B, KV, S, hd) are returned as the present, for the runtime to store."""
     layer = module.layer_idx
     past_key, past_value = in_place_cache.past[2 * layer], in_place_cache.past[2 * layer + 1]
-    b, heads, s, hd = query.shape
-    kv = key.shape[1]
-    # The rows to store, (B, S, KV * hd), in the cache's position-major layout.
-    in_place_cache.present[2 * layer] = key.transpose(1, 2).reshape(b, s, kv * hd)
-    in_place_cache.present[2 * layer + 1] = value.transpose(1, 2).reshape(b, s, kv * hd)
-    diagonal = torch.eye(kv, dtype=query.dtype)
-    q = query.reshape(b, kv, -1, hd)  # (B, KV, group * S, hd)
-    blocks = (q.transpose(2, 3)[:, :, :, None, :] * diagonal[None, :, None, :, None]).reshape(b, kv * hd, heads * s)
-    past_scores = torch.matmul(past_key, blocks).transpose(1, 2)  # (B, H * S, past)
-    new_scores = torch.matmul(q, key.transpose(2, 3)).reshape(b, heads * s, s)
-    total = attention_mask.shape[-1]
-    mask = attention_mask.expand(b, heads, s, total).reshape(b, heads * s, total)
-    scores = torch.cat([past_scores, new_scores], dim=-1) * scaling + mask
+    in_place_cache.present[2 * layer], in_place_cache.present[2 * layer + 1] = key, value
+    b, heads, s, head_dim = query.shape
+    groups = key.shape[1]
+    q = query.reshape(b, groups, -1, head_dim)  # (B, KV, group * S, hd)
+    scores = torch.cat([torch.matmul(q, past_key.transpose(2, 3)), torch.matmul(q, key.transpose(2, 3))], dim=-1)
+    scores = (scores * scaling).reshape(b, heads, s, -1) + attention_mask  # (B, H, S, C + S)
     probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    past_out = torch.matmul(probs[..., : total - s], past_value)  # (B, H * S, KV * hd)
-    past_out = (past_out.reshape(b, kv, -1, kv, hd) * diagonal[None, :, None, :, None]).sum(dim=3)
-    new_out = torch.matmul(probs[..., total - s :].reshape(b, kv, -1, s), value)  # (B, KV, group * S, hd)
-    out = (past_out + new_out).reshape(b, heads, s, hd)
-    return out.transpose(1, 2).contiguous(), None
+    probs = probs.reshape(b, groups, heads // groups * s, -1)
+    past = past_key.shape[2]
+    out = torch.matmul(probs[..., :past], past_value) + torch.matmul(probs[..., past:], value)
+    return out.reshape(b, heads, s, head_dim).transpose(1, 2).contiguous(), None
 
 
 class InPlaceDecoderGraph(DecoderGraph):
-    """:class:`DecoderGraph`'s inputs over an in-place cache: ``past_key_values.*`` are the cache's
-    first rows (B, past, KV * hd), position-major so that they are a plain view of the runtime's
-    buffer; ``present.*`` are only this call's rows (B, S, KV * hd), which the runtime binds to
-    their place right after the past."""
+    """:class:`DecoderGraph`'s inputs over an in-place cache: ``past_key_values.*`` are the
+    runtime's cache buffers (B, KV, C, hd) as they are, with room past the filled rows that
+    ``attention_mask`` marks 0 (its width is C + S); ``present.*`` are only this call's rows
+    (B, KV, S, hd), which the runtime stores after the filled ones."""
 
     def forward(
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
@@ -348,12 +330,11 @@ def vision_example(cfg: ModelConfig, frames: int = 2) -> tuple[torch.Tensor, ...
 
 
 def decoder_example(cfg: ModelConfig, batch: int = 2, seq: int = 5, past: int = 3,
-                    logits_to_keep: int = 4, kv_cache: str = "concat") -> tuple[torch.Tensor, ...]:
+                    logits_to_keep: int = 4) -> tuple[torch.Tensor, ...]:
     # batch 2, past != seq, keep 4: no axis length coincides with another, so none is specialised.
     lc = cfg.llm
     g = torch.Generator().manual_seed(0)
-    shape = (batch, past, lc.num_kv_heads * lc.head_dim) if kv_cache == "in-place" else (batch, lc.num_kv_heads, past, lc.head_dim)
-    kv = [torch.randn(*shape, generator=g) for _ in range(2 * lc.num_layers)]
+    kv = [torch.randn(batch, lc.num_kv_heads, past, lc.head_dim, generator=g) for _ in range(2 * lc.num_layers)]
     return (
         torch.randn(batch, seq, lc.hidden_size, generator=g),
         torch.ones(batch, past + seq, dtype=torch.long),
@@ -433,7 +414,7 @@ def export_decoder(model: Exo2Ego, path: str | Path, opset: int = DEFAULT_OPSET,
     io = decoder_io(model.cfg, kv_cache=kv_cache)
     graph = InPlaceDecoderGraph(model) if kv_cache == "in-place" else DecoderGraph(model)
     with export_attention(model.llm, kv_cache):
-        _export(graph, decoder_example(model.cfg, kv_cache=kv_cache), io, Path(path), opset, exporter)
+        _export(graph, decoder_example(model.cfg), io, Path(path), opset, exporter)
     log.info("wrote %s", path)
     return io
 

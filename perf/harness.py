@@ -285,7 +285,7 @@ def run_benchmark(
 
 def decode_vs_context(rt, contexts: list[int], steps: int, warmup: int) -> list[dict[str, Any]]:
     """Per-token decode latency with ``context`` positions already in the KV cache: how the cost of
-    reading (and, with ping-pong buffers, copying) the cache grows with its length. A context the
+    reading (and, with a "concat" cache, copying) the cache grows with its length. A context the
     bundle's ``max_seq`` has no room for (``warmup + steps`` tokens after it) is measured as close
     to it as the bundle allows."""
     dec, prompt = rt.decoder, rt.prompt

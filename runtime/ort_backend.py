@@ -7,10 +7,10 @@ bundle, fp16 / int8 from the graph's precision and explicit profiles from the ex
 The decoder's KV cache lives in buffers the runtime allocates once, sized from the manifest
 (``decoder.max_seq``). For a "concat" graph, two per layer and key/value ("ping" and "pong"): a
 decode step binds the past to one and the present to the other, both by raw pointer, so the only
-copy is the graph's own concat of past and the new token. For an "in-place" graph, one
-position-major buffer per layer and key/value: a step binds its first rows as the past and the
-rows right after them as the present, so the graph reads the past where it lies and writes only
-the new rows (see kv_cache.py). Positions and the attention mask are
+copy is the graph's own concat of past and the new token. For an "in-place" graph, one buffer
+per layer and key/value, grown in powers of two: a step binds it whole as the past (the mask hides
+the rows not yet filled) and gets only the new rows back, which it stores after the filled ones,
+so no step copies the cache (see kv_cache.py). Positions and the attention mask are
 views of ``arange(max_seq)`` / ``ones(max_seq)`` made once. Every generation call, prefill
 included, asks the graph for the last position's logits only (``logits_to_keep = 1``), which land
 in one preallocated row. A shared prefix (prompt text, then a clip's visual tokens) is written by
@@ -334,7 +334,8 @@ class _OrtDecoder(CachedDecoder):
         return np.empty((1, rows, self.vocab), dtype=self.logits_dtype), keep
 
     def _kv_binding(self, past_len: int, new: int, past: list[_Buffer], out: list[_Buffer] | None):
-        """(past shape, past pointers, present shape, present pointers or None: ORT allocates)."""
+        """(past shape, past pointers, present shape, present pointers or None: ORT allocates);
+        called first, so it may make room for the call."""
         raise NotImplementedError
 
     def _run(self, embeds: np.ndarray, past_len: int, past: list[_Buffer], out: list[_Buffer]) -> np.ndarray:
@@ -356,14 +357,15 @@ class _OrtDecoder(CachedDecoder):
         b = self.binding
         b.clear_binding_inputs()
         b.clear_binding_outputs()
+        kv_past, past_ptrs, kv_out, out_ptrs = self._kv_binding(past_len, s, past, out)
         x = np.ascontiguousarray(embeds[None], dtype=self.embed_dtype)  # (1, S, D)
         b.bind_cpu_input("inputs_embeds", x)
-        b.bind_cpu_input("attention_mask", self.mask[:, :total])
+        mask = self._attention_mask(past_len, total)  # alive until run, like the arrays below
+        b.bind_cpu_input("attention_mask", mask)
         b.bind_cpu_input("position_ids", self.positions[:, past_len:total])
-        keep_value = self.keep_last if keep == 1 else np.array(keep, dtype=np.int64)  # alive until run
+        keep_value = self.keep_last if keep == 1 else np.array(keep, dtype=np.int64)
         if self.keeps_logits:
             b.bind_cpu_input(LOGITS_TO_KEEP, keep_value)
-        kv_past, past_ptrs, kv_out, out_ptrs = self._kv_binding(past_len, s, past, out)
         for name, ptr in zip(self.past, past_ptrs):
             b.bind_input(name, self.device, 0, self.kv_dtype, kv_past, ptr)
         for i, name in enumerate(self.present):
@@ -373,8 +375,15 @@ class _OrtDecoder(CachedDecoder):
                 b.bind_output(name, self.device, 0, self.kv_dtype, kv_out, out_ptrs[i])
         b.bind_output("logits", "cpu", 0, self.logits_dtype, logits.shape, logits.ctypes.data)
         self.session.run_with_iobinding(b)
+        self._store(past_len, s)
         self.calls += 1
         self.tokens_processed += s
+
+    def _attention_mask(self, past_len: int, total: int) -> np.ndarray:
+        return self.mask[:, :total]
+
+    def _store(self, past_len: int, new: int) -> None:
+        """After a call: put the present where the next call reads it (nothing to do for concat)."""
 
 
 class OrtDecoder(_OrtDecoder, PingPongDecoder):
@@ -416,8 +425,13 @@ class OrtDecoder(_OrtDecoder, PingPongDecoder):
 
 
 class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
-    """An "in-place" graph: every call runs on one position-major, max_seq-long cache per layer
-    and key / value; a prefix keeps a compact copy of its rows (CPU memory only)."""
+    """An "in-place" graph: one (kv_heads, capacity, head_dim) buffer per layer and key / value,
+    bound whole as the past; the new rows come back in a scratch buffer and are stored after the
+    filled ones. The capacity grows in powers of two (the filled rows copied once per doubling), so
+    the graph reads at most twice the filled rows. A prefix keeps a compact copy of its rows (CPU
+    memory only)."""
+
+    MIN_CAPACITY = 64
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -425,8 +439,10 @@ class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
         if self.device != "cpu":
             raise BackendError("this bundle's in-place KV cache runs on ONNX Runtime's CPU provider: run with "
                                "--device cpu, or export with --target cuda for a GPU")
-        self.cache = [self._buffer(self.max_seq) for _ in self.past]
-        self.row_bytes = self.kv_shape[1] * self.kv_shape[2] * self.kv_dtype.itemsize
+        self.capacity = 0
+        self.cache: list[np.ndarray] = []  # (kv_heads, capacity, head_dim) each
+        self.scratch: list[np.ndarray] = []  # flat: a call's new rows, (kv_heads, S, head_dim) in the first part
+        self._reserve(self.MIN_CAPACITY, 0)
 
     def extend(self, prefix: KVPrefix | None, embeds: np.ndarray) -> tuple[KVPrefix, np.ndarray]:
         """As :meth:`OrtDecoder.extend`; the new prefix's rows are copied out of the cache once."""
@@ -435,7 +451,7 @@ class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
         self._check_room(total)
         self._claim(prefix)
         logits = self._run(embeds, prefix.length, self.cache, self.cache)
-        kept = KVPrefix(total, [self._rows(buffer, total).copy() for buffer in self.cache])
+        kept = KVPrefix(total, [buffer[:, :total].copy() for buffer in self.cache])
         self.resident.append(kept)
         return kept, logits
 
@@ -448,19 +464,42 @@ class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
         self._bind(embeds, prefix.length, self.cache, self.cache, logits, keep)
         return logits[0, logits.shape[1] - keep :]
 
-    def _rows(self, buffer: _Buffer, rows: int) -> np.ndarray:
-        """The first ``rows`` positions of a cache buffer: a (rows, kv_heads * head_dim) view."""
-        row = self.kv_shape[1] * self.kv_shape[2]
-        return buffer.array[: rows * row].reshape(rows, row)
+    def _reserve(self, rows: int, filled: int) -> None:
+        """Room for ``rows`` positions, keeping the first ``filled``."""
+        if rows <= self.capacity:
+            return
+        capacity = min(self.max_seq, max(self.MIN_CAPACITY, 1 << (rows - 1).bit_length()))
+        h, d = self.kv_shape[1:]
+        # Zeros, not garbage: the mask hides unfilled rows from the softmax, but a NaN bit pattern
+        # there would still reach every output through 0 * NaN.
+        grown = [np.zeros((h, capacity, d), dtype=self.kv_dtype) for _ in self.past]
+        for old, new in zip(self.cache, grown):
+            new[:, :filled] = old[:, :filled]
+        self.cache, self.capacity = grown, capacity
 
     def _load(self, prefix: KVPrefix) -> None:
+        self._reserve(prefix.length, 0)
         for buffer, rows in zip(self.cache, prefix.buffers):
-            self._rows(buffer, prefix.length)[...] = rows
+            buffer[:, : prefix.length] = rows
 
-    def _kv_binding(self, past_len: int, new: int, past: list[_Buffer], out: list[_Buffer] | None):
-        row = self.kv_shape[1] * self.kv_shape[2]
-        after_past = [b.ptr + past_len * self.row_bytes for b in self.cache]
-        return (1, past_len, row), [b.ptr for b in self.cache], (1, new, row), after_past
+    def _kv_binding(self, past_len: int, new: int, past: list, out: list | None):
+        self._reserve(past_len + new, past_len)
+        h, d = self.kv_shape[1:]
+        if not self.scratch or self.scratch[0].size < h * new * d:  # grows to the longest call, then stays
+            self.scratch = [np.empty(h * new * d, dtype=self.kv_dtype) for _ in self.present]
+        return ((1, h, self.capacity, d), [buffer.ctypes.data for buffer in self.cache],
+                (1, h, new, d), [rows.ctypes.data for rows in self.scratch])
+
+    def _attention_mask(self, past_len: int, total: int) -> np.ndarray:
+        # The whole buffer is the past: positions after the filled rows are masked out.
+        mask = np.ones((1, self.capacity + total - past_len), dtype=np.int64)
+        mask[0, past_len : self.capacity] = 0
+        return mask
+
+    def _store(self, past_len: int, new: int) -> None:
+        h, d = self.kv_shape[1:]
+        for buffer, rows in zip(self.cache, self.scratch):
+            buffer[:, past_len : past_len + new] = rows[: h * new * d].reshape(h, new, d)
 
 
 class OrtBackend:

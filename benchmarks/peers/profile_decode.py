@@ -21,7 +21,7 @@ import numpy as np
 def profile(bundle: Path, context: int, steps: int, threads: int | None) -> dict:
     import onnxruntime as ort
 
-    from exo2ego_edge.bundle import LOGITS_TO_KEEP, load_manifest
+    from exo2ego_edge.bundle import BATCH, LOGITS_TO_KEEP, PAST, load_manifest
 
     m = load_manifest(bundle)
     d = m.graphs["decoder"]
@@ -43,8 +43,9 @@ def profile(bundle: Path, context: int, steps: int, threads: int | None) -> dict
     if LOGITS_TO_KEEP in dtypes:  # the runtime asks for the last position's logits only
         feeds[LOGITS_TO_KEEP] = np.array(1, np.int64)
     for t in d.inputs:
-        if t.name.startswith("past_key_values"):
-            feeds[t.name] = rng.standard_normal((1, dec.num_kv_heads, context, dec.head_dim)).astype(dtypes[t.name])
+        if t.name.startswith("past_key_values"):  # the layout the manifest gives (concat or in-place)
+            shape = [context if a == PAST else 1 if a == BATCH else a for a in t.shape]
+            feeds[t.name] = rng.standard_normal(shape).astype(dtypes[t.name])
     for _ in range(steps + 1):
         sess.run(None, feeds)
     trace = json.loads(Path(sess.end_profiling()).read_text())
