@@ -6,10 +6,10 @@ extend it. How a generation then grows its cache depends on the graph (``Decoder
 - "concat" (:class:`PingPongDecoder`): the graph writes past + new into its present, so each
   generation alternates between two preallocated buffer sets (ping / pong) sized from the
   bundle's ``max_seq``: step N reads one set and writes the whole cache into the other.
-- "in-place" (:class:`InPlaceDecoder`): the graph writes only the new rows, into one
-  preallocated cache bound as both past and present. A prefix keeps a compact copy of its rows;
-  it is copied into the cache only when the cache no longer holds it (see ``resident``), so asking
-  several questions about one clip copies nothing.
+- "in-place" (:class:`InPlaceDecoder`): one cache, read by the graph where it lies; the graph
+  returns only the new rows, which the backend stores after the filled ones. A prefix keeps a
+  compact copy of its rows; it is copied into the cache only when the cache no longer holds it
+  (see ``resident``), so asking several questions about one clip copies nothing.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ The decoder's KV cache lives in buffers the runtime allocates once, sized from t
 (``decoder.max_seq``). For a "concat" graph, two per layer and key/value ("ping" and "pong"): a
 decode step binds the past to one and the present to the other, both by raw pointer, so the only
 copy is the graph's own concat of past and the new token. For an "in-place" graph, one buffer
-per layer and key/value, grown in powers of two: a step binds it whole as the past (the mask hides
+per layer and key/value, grown in chunks of rows: a step binds it whole as the past (the mask hides
 the rows not yet filled) and gets only the new rows back, which it stores after the filled ones,
 so no step copies the cache (see kv_cache.py). Positions and the attention mask are
 views of ``arange(max_seq)`` / ``ones(max_seq)`` made once. Every generation call, prefill
@@ -334,8 +334,8 @@ class _OrtDecoder(CachedDecoder):
         return np.empty((1, rows, self.vocab), dtype=self.logits_dtype), keep
 
     def _kv_binding(self, past_len: int, new: int, past: list[_Buffer], out: list[_Buffer] | None):
-        """(past shape, past pointers, present shape, present pointers or None: ORT allocates);
-        called first, so it may make room for the call."""
+        """Per past input its shape and pointer, per present output its shape and pointer (None:
+        ORT allocates the present); called first, so it may make room for the call."""
         raise NotImplementedError
 
     def _run(self, embeds: np.ndarray, past_len: int, past: list[_Buffer], out: list[_Buffer]) -> np.ndarray:
@@ -357,7 +357,7 @@ class _OrtDecoder(CachedDecoder):
         b = self.binding
         b.clear_binding_inputs()
         b.clear_binding_outputs()
-        kv_past, past_ptrs, kv_out, out_ptrs = self._kv_binding(past_len, s, past, out)
+        past_shapes, past_ptrs, out_shapes, out_ptrs = self._kv_binding(past_len, s, past, out)
         x = np.ascontiguousarray(embeds[None], dtype=self.embed_dtype)  # (1, S, D)
         b.bind_cpu_input("inputs_embeds", x)
         mask = self._attention_mask(past_len, total)  # alive until run, like the arrays below
@@ -366,13 +366,13 @@ class _OrtDecoder(CachedDecoder):
         keep_value = self.keep_last if keep == 1 else np.array(keep, dtype=np.int64)
         if self.keeps_logits:
             b.bind_cpu_input(LOGITS_TO_KEEP, keep_value)
-        for name, ptr in zip(self.past, past_ptrs):
-            b.bind_input(name, self.device, 0, self.kv_dtype, kv_past, ptr)
+        for name, shape, ptr in zip(self.past, past_shapes, past_ptrs):
+            b.bind_input(name, self.device, 0, self.kv_dtype, shape, ptr)
         for i, name in enumerate(self.present):
             if out_ptrs is None:
                 b.bind_output(name, self.device)
             else:
-                b.bind_output(name, self.device, 0, self.kv_dtype, kv_out, out_ptrs[i])
+                b.bind_output(name, self.device, 0, self.kv_dtype, out_shapes[i], out_ptrs[i])
         b.bind_output("logits", "cpu", 0, self.logits_dtype, logits.shape, logits.ctypes.data)
         self.session.run_with_iobinding(b)
         self._store(past_len, s)
@@ -420,18 +420,20 @@ class OrtDecoder(_OrtDecoder, PingPongDecoder):
 
     def _kv_binding(self, past_len: int, new: int, past: list[_Buffer], out: list[_Buffer] | None):
         h, d = self.kv_shape[1:]
+        n = len(self.past)
         past_ptrs = [b.ptr for b in past or self.ping]  # a zero-length past: any valid pointer
-        return (1, h, past_len, d), past_ptrs, (1, h, past_len + new, d), out and [b.ptr for b in out]
+        return [(1, h, past_len, d)] * n, past_ptrs, [(1, h, past_len + new, d)] * n, out and [b.ptr for b in out]
 
 
 class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
-    """An "in-place" graph: one (kv_heads, capacity, head_dim) buffer per layer and key / value,
-    bound whole as the past; the new rows come back in a scratch buffer and are stored after the
-    filled ones. The capacity grows in powers of two (the filled rows copied once per doubling), so
-    the graph reads at most twice the filled rows. A prefix keeps a compact copy of its rows (CPU
-    memory only)."""
+    """An "in-place" graph: one buffer per layer and key / value, keys (kv_heads, capacity, head_dim)
+    and values transposed (kv_heads, head_dim, capacity), bound whole as the past; the new positions
+    come back in scratch buffers and are stored after the filled ones. The capacity is the filled
+    positions rounded up to ``CHUNK``: the graph reads at most ``CHUNK - 1`` masked ones, and growing
+    copies the filled ones once per ``CHUNK`` tokens. A prefix keeps a compact copy of its
+    positions (CPU memory only)."""
 
-    MIN_CAPACITY = 64
+    CHUNK = 64
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -439,19 +441,20 @@ class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
         if self.device != "cpu":
             raise BackendError("this bundle's in-place KV cache runs on ONNX Runtime's CPU provider: run with "
                                "--device cpu, or export with --target cuda for a GPU")
+        self.values = [name.endswith(".value") for name in self.past]
         self.capacity = 0
-        self.cache: list[np.ndarray] = []  # (kv_heads, capacity, head_dim) each
-        self.scratch: list[np.ndarray] = []  # flat: a call's new rows, (kv_heads, S, head_dim) in the first part
-        self._reserve(self.MIN_CAPACITY, 0)
+        self.cache: list[np.ndarray] = []
+        self.scratch: list[np.ndarray] = []  # flat: a call's new positions, in the present's layout
+        self._reserve(self.CHUNK, 0)
 
     def extend(self, prefix: KVPrefix | None, embeds: np.ndarray) -> tuple[KVPrefix, np.ndarray]:
-        """As :meth:`OrtDecoder.extend`; the new prefix's rows are copied out of the cache once."""
+        """As :meth:`OrtDecoder.extend`; the new prefix's positions are copied out of the cache once."""
         prefix = prefix or _EMPTY
         total = prefix.length + embeds.shape[0]
         self._check_room(total)
         self._claim(prefix)
         logits = self._run(embeds, prefix.length, self.cache, self.cache)
-        kept = KVPrefix(total, [buffer[:, :total].copy() for buffer in self.cache])
+        kept = KVPrefix(total, [self._span(i, buffer, 0, total).copy() for i, buffer in enumerate(self.cache)])
         self.resident.append(kept)
         return kept, logits
 
@@ -464,42 +467,51 @@ class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
         self._bind(embeds, prefix.length, self.cache, self.cache, logits, keep)
         return logits[0, logits.shape[1] - keep :]
 
-    def _reserve(self, rows: int, filled: int) -> None:
-        """Room for ``rows`` positions, keeping the first ``filled``."""
-        if rows <= self.capacity:
-            return
-        capacity = min(self.max_seq, max(self.MIN_CAPACITY, 1 << (rows - 1).bit_length()))
+    def _shape(self, i: int, positions: int) -> tuple[int, int, int]:
         h, d = self.kv_shape[1:]
-        # Zeros, not garbage: the mask hides unfilled rows from the softmax, but a NaN bit pattern
-        # there would still reach every output through 0 * NaN.
-        grown = [np.zeros((h, capacity, d), dtype=self.kv_dtype) for _ in self.past]
-        for old, new in zip(self.cache, grown):
-            new[:, :filled] = old[:, :filled]
+        return (h, d, positions) if self.values[i] else (h, positions, d)
+
+    def _span(self, i: int, buffer: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Positions ``start .. stop - 1`` of cache buffer ``i`` (a view)."""
+        return buffer[:, :, start:stop] if self.values[i] else buffer[:, start:stop]
+
+    def _reserve(self, positions: int, filled: int) -> None:
+        """Room for ``positions``, keeping the first ``filled``."""
+        if positions <= self.capacity:
+            return
+        capacity = min(self.max_seq, -(-positions // self.CHUNK) * self.CHUNK)
+        # Zeros, not garbage: the mask hides unfilled positions from the softmax, but a NaN bit
+        # pattern there would still reach every output through 0 * NaN.
+        grown = [np.zeros(self._shape(i, capacity), dtype=self.kv_dtype) for i in range(len(self.past))]
+        for i, (old, new) in enumerate(zip(self.cache, grown)):
+            self._span(i, new, 0, filled)[...] = self._span(i, old, 0, filled)
         self.cache, self.capacity = grown, capacity
 
     def _load(self, prefix: KVPrefix) -> None:
         self._reserve(prefix.length, 0)
-        for buffer, rows in zip(self.cache, prefix.buffers):
-            buffer[:, : prefix.length] = rows
+        for i, (buffer, positions) in enumerate(zip(self.cache, prefix.buffers)):
+            self._span(i, buffer, 0, prefix.length)[...] = positions
 
     def _kv_binding(self, past_len: int, new: int, past: list, out: list | None):
-        self._reserve(past_len + new, past_len)
+        self._reserve(past_len, past_len)  # room for the new positions is made when they are stored
         h, d = self.kv_shape[1:]
         if not self.scratch or self.scratch[0].size < h * new * d:  # grows to the longest call, then stays
             self.scratch = [np.empty(h * new * d, dtype=self.kv_dtype) for _ in self.present]
-        return ((1, h, self.capacity, d), [buffer.ctypes.data for buffer in self.cache],
-                (1, h, new, d), [rows.ctypes.data for rows in self.scratch])
+        n = len(self.past)
+        return ([(1, *self._shape(i, self.capacity)) for i in range(n)], [buffer.ctypes.data for buffer in self.cache],
+                [(1, *self._shape(i, new)) for i in range(n)], [rows.ctypes.data for rows in self.scratch])
 
     def _attention_mask(self, past_len: int, total: int) -> np.ndarray:
-        # The whole buffer is the past: positions after the filled rows are masked out.
+        # The whole buffer is the past: positions after the filled ones are masked out.
         mask = np.ones((1, self.capacity + total - past_len), dtype=np.int64)
         mask[0, past_len : self.capacity] = 0
         return mask
 
     def _store(self, past_len: int, new: int) -> None:
+        self._reserve(past_len + new, past_len)
         h, d = self.kv_shape[1:]
-        for buffer, rows in zip(self.cache, self.scratch):
-            buffer[:, past_len : past_len + new] = rows[: h * new * d].reshape(h, new, d)
+        for i, (buffer, rows) in enumerate(zip(self.cache, self.scratch)):
+            self._span(i, buffer, past_len, past_len + new)[...] = rows[: h * new * d].reshape(self._shape(i, new))
 
 
 class OrtBackend:
