@@ -426,9 +426,9 @@ class OrtDecoder(_OrtDecoder, PingPongDecoder):
 
 
 class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
-    """An "in-place" graph: one buffer per layer and key / value, keys (kv_heads, capacity, head_dim)
-    and values transposed (kv_heads, head_dim, capacity), bound whole as the past; the new positions
-    come back in scratch buffers and are stored after the filled ones. The capacity is the filled
+    """An "in-place" graph: one (kv_heads, capacity, head_dim) buffer per layer and key / value,
+    bound whole as the past; the new positions come back in scratch buffers and are stored after
+    the filled ones. The capacity is the filled
     positions rounded up to ``CHUNK``: the graph reads at most ``CHUNK - 1`` masked ones, and growing
     copies the filled ones once per ``CHUNK`` tokens. A prefix keeps a compact copy of its
     positions (CPU memory only)."""
@@ -441,7 +441,6 @@ class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
         if self.device != "cpu":
             raise BackendError("this bundle's in-place KV cache runs on ONNX Runtime's CPU provider: run with "
                                "--device cpu, or export with --target cuda for a GPU")
-        self.values = [name.endswith(".value") for name in self.past]
         self.capacity = 0
         self.cache: list[np.ndarray] = []
         self.scratch: list[np.ndarray] = []  # flat: a call's new positions, in the present's layout
@@ -454,7 +453,7 @@ class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
         self._check_room(total)
         self._claim(prefix)
         logits = self._run(embeds, prefix.length, self.cache, self.cache)
-        kept = KVPrefix(total, [self._span(i, buffer, 0, total).copy() for i, buffer in enumerate(self.cache)])
+        kept = KVPrefix(total, [buffer[:, :total].copy() for buffer in self.cache])
         self.resident.append(kept)
         return kept, logits
 
@@ -467,13 +466,8 @@ class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
         self._bind(embeds, prefix.length, self.cache, self.cache, logits, keep)
         return logits[0, logits.shape[1] - keep :]
 
-    def _shape(self, i: int, positions: int) -> tuple[int, int, int]:
-        h, d = self.kv_shape[1:]
-        return (h, d, positions) if self.values[i] else (h, positions, d)
-
-    def _span(self, i: int, buffer: np.ndarray, start: int, stop: int) -> np.ndarray:
-        """Positions ``start .. stop - 1`` of cache buffer ``i`` (a view)."""
-        return buffer[:, :, start:stop] if self.values[i] else buffer[:, start:stop]
+    def _shape(self, positions: int) -> tuple[int, int, int]:
+        return (self.kv_shape[1], positions, self.kv_shape[2])
 
     def _reserve(self, positions: int, filled: int) -> None:
         """Room for ``positions``, keeping the first ``filled``."""
@@ -482,15 +476,15 @@ class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
         capacity = min(self.max_seq, -(-positions // self.CHUNK) * self.CHUNK)
         # Zeros, not garbage: the mask hides unfilled positions from the softmax, but a NaN bit
         # pattern there would still reach every output through 0 * NaN.
-        grown = [np.zeros(self._shape(i, capacity), dtype=self.kv_dtype) for i in range(len(self.past))]
-        for i, (old, new) in enumerate(zip(self.cache, grown)):
-            self._span(i, new, 0, filled)[...] = self._span(i, old, 0, filled)
+        grown = [np.zeros(self._shape(capacity), dtype=self.kv_dtype) for _ in self.past]
+        for old, new in zip(self.cache, grown):
+            new[:, :filled] = old[:, :filled]
         self.cache, self.capacity = grown, capacity
 
     def _load(self, prefix: KVPrefix) -> None:
         self._reserve(prefix.length, 0)
-        for i, (buffer, positions) in enumerate(zip(self.cache, prefix.buffers)):
-            self._span(i, buffer, 0, prefix.length)[...] = positions
+        for buffer, positions in zip(self.cache, prefix.buffers):
+            buffer[:, : prefix.length] = positions
 
     def _kv_binding(self, past_len: int, new: int, past: list, out: list | None):
         self._reserve(past_len, past_len)  # room for the new positions is made when they are stored
@@ -498,8 +492,8 @@ class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
         if not self.scratch or self.scratch[0].size < h * new * d:  # grows to the longest call, then stays
             self.scratch = [np.empty(h * new * d, dtype=self.kv_dtype) for _ in self.present]
         n = len(self.past)
-        return ([(1, *self._shape(i, self.capacity)) for i in range(n)], [buffer.ctypes.data for buffer in self.cache],
-                [(1, *self._shape(i, new)) for i in range(n)], [rows.ctypes.data for rows in self.scratch])
+        return ([(1, *self._shape(self.capacity))] * n, [buffer.ctypes.data for buffer in self.cache],
+                [(1, *self._shape(new))] * n, [rows.ctypes.data for rows in self.scratch])
 
     def _attention_mask(self, past_len: int, total: int) -> np.ndarray:
         # The whole buffer is the past: positions after the filled ones are masked out.
@@ -510,8 +504,8 @@ class OrtInPlaceDecoder(_OrtDecoder, InPlaceDecoder):
     def _store(self, past_len: int, new: int) -> None:
         self._reserve(past_len + new, past_len)
         h, d = self.kv_shape[1:]
-        for i, (buffer, rows) in enumerate(zip(self.cache, self.scratch)):
-            self._span(i, buffer, past_len, past_len + new)[...] = rows[: h * new * d].reshape(self._shape(i, new))
+        for buffer, rows in zip(self.cache, self.scratch):
+            buffer[:, past_len : past_len + new] = rows[: h * new * d].reshape(self._shape(new))
 
 
 class OrtBackend:
