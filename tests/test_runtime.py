@@ -137,19 +137,21 @@ def test_in_place_and_concat_caches_answer_alike(runtime, concat_runtime, clips,
     monkeypatch.setattr(decoder, "_load", lambda prefix: (loads.append(prefix.length), load(prefix)))
     answers = {}
     for rt in (runtime, concat_runtime):
-        a, b = rt.session(clips[0]), rt.session(clips[1])
-        # b's prefill overwrites the rows after the text prefix: a's next question copies a back in
-        order = [(a, 0), (a, 1), (b, 0), (a, 2), (b, 1)]
+        first, second = rt.session(clips[0]), rt.session(clips[1])
+        # the second clip's prefill overwrites the cache after the text prefix, so the first
+        # clip's next question copies its prefix back in
+        order = [(first, 0), (first, 1), (second, 0), (first, 2), (second, 1)]
         answers[rt] = [s.ask(QUESTIONS[q], max_new_tokens=8).token_ids for s, q in order]
         ids = rt.prompt.question_ids(QUESTIONS[0])
-        answers[rt].append(rt.decoder.logits(a.kv_prefix, rt.prompt.embed(ids), 0))
-        answers[rt].append(a.prefix_length)
-    *tokens, logits, prefix_a = answers[runtime]
+        answers[rt].append(rt.decoder.logits(first.kv_prefix, rt.prompt.embed(ids), 0))
+        answers[rt].append(first.prefix_length)
+    *tokens, logits, first_prefix = answers[runtime]
     *want_tokens, want_logits, _ = answers[concat_runtime]
     assert tokens == want_tokens and len({tuple(t) for t in tokens}) > 1
     np.testing.assert_allclose(logits, want_logits, rtol=0, atol=1e-4)
-    # a after b, b after a, a again for its logits: never for a session's own next question
-    assert loads == [prefix_a] * 3
+    # Copied back: the first clip after the second, the second after the first, the first again
+    # for its logits; never for a clip's own next question. Both prefixes have one length.
+    assert loads == [first_prefix] * 3
 
 
 def test_in_place_cache_refuses_a_generation_another_call_overwrote(runtime, clips):
