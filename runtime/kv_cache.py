@@ -108,7 +108,7 @@ class InPlaceDecoder(CachedDecoder):
         """Make the cache's first rows hold ``prefix`` before a call writes the rows after it."""
         self.active = None
         kept = [p for p in self.resident if p.length <= prefix.length]
-        if any(p is prefix for p in kept):
+        if prefix.length == 0 or any(p is prefix for p in kept):  # an empty prefix has nothing to load
             self.resident = kept
         else:
             self._load(prefix)
