@@ -1,15 +1,17 @@
 """The same random-weight model exported with each CPU decoder scheme, benchmarked end to end.
 
-Builds edge-0.5b bundles (all 24 LLM layers, random weights, cached) that differ only in the
-decoder's export (quantization, KV cache layout), then runs ``exo2ego-edge bench`` on each in
+Builds edge-0.5b bundles (all 24 LLM layers, random weights, cached) that differ only in
+export options (the decoder's quantization and KV cache layout, the vision kernels), then runs ``exo2ego-edge bench`` on each in
 alternating rounds (A B C .. A B C ..), so the machine's drift falls on every scheme alike, and
 reports each stage's p50 as a ratio to the baseline scheme in the same round (median over rounds),
 and decode per token at each ``--contexts`` length.
 
-    .venv/bin/python benchmarks/decoder_schemes.py                  # ~15 min on 2 cores
+    .venv/bin/python benchmarks/decoder_schemes.py                  # ~30 min on 2 cores
     .venv/bin/python benchmarks/decoder_schemes.py --rounds 1 --llm-layers 2   # a quick look
     .venv/bin/python benchmarks/decoder_schemes.py --name kv_cache --contexts 256,512,2048,4000 \
         --schemes "int8 integer, concat KV (before)" "int8 integer (default)"
+    .venv/bin/python benchmarks/decoder_schemes.py --name ttft_schemes --schemes \
+        "int8 weight-only, standard vision (before)" "int8 integer, standard vision (before)" "int8 integer (default)"
 
 Writes benchmarks/results/NAME.{md,json} (NAME: decoder_schemes).
 """
@@ -32,9 +34,11 @@ EXE = Path(sys.executable).with_name("exo2ego-edge")
 
 # label -> (precision, export options); the first one run is the baseline of every ratio.
 SCHEMES = {
-    "int8 weight-only (before)": ("int8", {"cpu_decoder": "weight-only"}),
+    "int8 weight-only, standard vision (before)": ("int8", {"cpu_decoder": "weight-only", "vision_kernels": "standard"}),
+    "int8 integer, standard vision (before)": ("int8", {"cpu_decoder": "integer", "vision_kernels": "standard"}),
     "int8 integer, concat KV (before)": ("int8", {"cpu_decoder": "integer", "kv_cache": "concat"}),
     "int8 integer (default)": ("int8", {"cpu_decoder": "integer"}),
+    "int8 weight-only": ("int8", {"cpu_decoder": "weight-only"}),
     "int4 block 32 (before)": ("int4", {"int4_block_size": 32}),
     "int4 block 128": ("int4", {"int4_block_size": 128}),
 }

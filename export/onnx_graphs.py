@@ -46,6 +46,7 @@ from exo2ego_edge.bundle import (
 from exo2ego_edge.config import ModelConfig
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.model import Exo2Ego
+from exo2ego_edge.export.fused_vision import fused_vision_kernels
 
 log = logging.getLogger(__name__)
 
@@ -399,9 +400,14 @@ def _check_dynamic(path: Path, io: GraphIO) -> None:
                 raise UserError(f"{path.name}: axis {i} of '{value.name}' was exported as fixed {dims[i].dim_value}")
 
 
-def export_vision(model: Exo2Ego, path: str | Path, opset: int = DEFAULT_OPSET, exporter: str = "torchscript") -> GraphIO:
+def export_vision(model: Exo2Ego, path: str | Path, opset: int = DEFAULT_OPSET, exporter: str = "torchscript",
+                  fused: bool = False) -> GraphIO:
+    """``fused``: the tower's attention and activation as ONNX Runtime kernels (fused_vision.py)."""
+    if fused and exporter != "torchscript":
+        raise UserError("the fused vision kernels are exported with the torchscript exporter")
     io = vision_io(model.cfg)
-    with patch_embeddings_as_matmul(model.ego_encoder):
+    fusing = fused_vision_kernels(model.ego_encoder.tower) if fused else contextlib.nullcontext()
+    with patch_embeddings_as_matmul(model.ego_encoder), fusing:
         _export(VisionGraph(model), vision_example(model.cfg), io, Path(path), opset, exporter)
     log.info("wrote %s", path)
     return io

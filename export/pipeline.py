@@ -18,6 +18,10 @@ Precision per graph (``precision`` x ``target``):
 |           | decoder: weight-only INT8 (MatMulNBits)      | symmetric weights, calibrated acts     |
 | int4      | vision as int8; decoder: INT4 MatMulNBits    | vision Q/DQ; decoder INT4 MatMulNBits  |
 
+Vision kernels (``vision_kernels``): target cpu (but fp16) exports the vision tower's attention and
+tanh GELU as ONNX Runtime's fused ``MultiHeadAttention`` / ``FastGelu`` (fused_vision.py); GPU
+targets keep standard ops, which TensorRT parses and fuses itself.
+
 KV cache (``kv_cache``): target cpu exports the in-place cache (the past read where the runtime
 keeps it, only the new rows written: a decode step copies no cache); GPU targets the concat graph,
 which the TensorRT backend runs.
@@ -55,6 +59,7 @@ PRECISIONS = ("fp32", "fp16", "int8", "int4")
 TARGETS = ("cpu", "cuda", "tensorrt")
 CPU_ACTIVATIONS = ("dynamic", "static")
 CPU_DECODERS = ("integer", "weight-only")
+VISION_KERNELS = ("fused", "standard")
 VISION_FILE, DECODER_FILE = "vision.onnx", "decoder.onnx"
 if TYPE_CHECKING:
     from exo2ego_edge.model import Student
@@ -77,6 +82,9 @@ class ExportOptions:
     cpu_decoder: str = "integer"
     # None: "in-place" for target cpu, "concat" for GPU targets (see the module docstring).
     kv_cache: str | None = None
+    # None: "fused" (the tower's attention and GELU as ONNX Runtime kernels, fused_vision.py) where
+    # ORT's CPU provider runs the bundle, else "standard" ONNX ops.
+    vision_kernels: str | None = None
     calib_data: Path | None = None
     calib_samples: int = 16
     calib_method: str = "entropy"
@@ -118,6 +126,11 @@ class ExportOptions:
                        "(GPU targets export the concat cache the TensorRT backend runs)")
         if self.kv_cache == "in-place" and self.exporter != "torchscript":
             out.append("--kv-cache in-place is exported with the torchscript exporter")
+        if self.vision_kernels is not None and self.vision_kernels not in VISION_KERNELS:
+            out.append(f"vision kernels '{self.vision_kernels}' is not one of {', '.join(VISION_KERNELS)}")
+        if self.vision_kernels == "fused" and not self._can_fuse_vision:
+            out.append("--vision-kernels fused exports ONNX Runtime's CPU kernels: it needs --target cpu, "
+                       "not --fp16, and the torchscript exporter")
         if self.calib_method not in quantize.CALIBRATION_METHODS:
             out.append(f"calibration method '{self.calib_method}' is not one of {', '.join(quantize.CALIBRATION_METHODS)}")
         if self.opset < 17:
@@ -153,6 +166,16 @@ class ExportOptions:
     def decoder_kv_cache(self) -> str:
         """The KV cache the decoder is exported with: as asked, else by target."""
         return self.kv_cache or ("in-place" if self.target == "cpu" and self.exporter == "torchscript" else "concat")
+
+    @property
+    def _can_fuse_vision(self) -> bool:
+        return self.target == "cpu" and self.precision != "fp16" and self.exporter == "torchscript"
+
+    @property
+    def fused_vision(self) -> bool:
+        """Whether the vision graph is exported with ONNX Runtime's fused kernels: as asked, else
+        wherever they can run."""
+        return self.vision_kernels == "fused" if self.vision_kernels else self._can_fuse_vision
 
     def parity_thresholds(self) -> ParityThresholds:
         return self.thresholds or DEFAULT_THRESHOLDS[self.precision]
@@ -207,7 +230,8 @@ def export_fp32_graphs(student: Student, work: Path, opts: ExportOptions) -> dic
         folder.mkdir()
         path = folder / f"{name}.onnx"
         if name == "vision":
-            io = onnx_graphs.export_vision(student.model, path, opset=opts.opset, exporter=opts.exporter)
+            io = onnx_graphs.export_vision(student.model, path, opset=opts.opset, exporter=opts.exporter,
+                                           fused=opts.fused_vision)
         else:
             io = onnx_graphs.export_decoder(student.model, path, opset=opts.opset, exporter=opts.exporter,
                                             kv_cache=opts.decoder_kv_cache)

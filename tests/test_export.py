@@ -225,7 +225,7 @@ def test_calibration_frames_are_the_runtime_decoders(clips):
 
 
 @pytest.mark.isa
-def test_int8_cpu_keeps_parity_and_shrinks(int8_bundle, fp32_bundle):
+def test_int8_cpu_keeps_parity_and_shrinks(int8_bundle, fp32_bundle, checkpoint):
     m = load_manifest(int8_bundle)
     assert {g.precision for g in m.graphs.values()} == {"int8"}
     assert m.parity["passed"]
@@ -234,6 +234,9 @@ def test_int8_cpu_keeps_parity_and_shrinks(int8_bundle, fp32_bundle):
     ops_d = quantize.count_ops(onnx.load(str(int8_bundle / "decoder.onnx")))
     # integer decoder: the layers on INT8 GEMMs (portable ops: ORT fuses them at load), the lm_head weight-only
     assert ops_v.get("MatMulInteger", 0) > 0 and ops_d.get("MatMulInteger", 0) > 0 and ops_d.get("MatMulNBits") == 1
+    # the tower's attention and GELU on ONNX Runtime's fused kernels, one each per layer
+    layers = load_student(checkpoint).model.cfg.vision.num_layers
+    assert ops_v.get("MultiHeadAttention") == ops_v.get("FastGelu") == layers and "Tanh" not in ops_v
     assert {k: g.matmuls for k, g in m.graphs.items()} == {"vision": "integer-dynamic", "decoder": "integer-dynamic"}
     assert m.requires == {"onnxruntime": ">=1.22"}  # 8-bit MatMulNBits (1.21 refuses it)
     # the patch embedding is a weight-only INT8 MatMul: no float Conv weights are left behind
@@ -297,6 +300,34 @@ def test_patch_embedding_as_matmul_equals_the_conv(family):
     torch.testing.assert_close(as_matmul, model(frames), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("family, activation", [("siglip", "FastGelu"), ("clip", "QuickGelu")])
+def test_fused_vision_kernels_compute_what_the_standard_graph_does(family, activation, tmp_path):
+    import onnxruntime as ort
+
+    from exo2ego_edge.config import PRESETS
+    from exo2ego_edge.model import Exo2Ego
+
+    cfg = PRESETS["egosim-tiny"]()
+    cfg.vision.family = family
+    torch.manual_seed(0)
+    model = Exo2Ego(cfg).eval()
+    tower = model.ego_encoder.tower
+    attention, mlp = tower.config._attn_implementation, tower.vision_model.encoder.layers[0].mlp.activation_fn
+    frames = np.random.default_rng(0).integers(0, 256, (3, cfg.vision.image_size, cfg.vision.image_size, 3), np.uint8)
+    tokens = {}
+    for fused in (False, True):
+        path = tmp_path / f"vision-{fused}.onnx"
+        onnx_graphs.export_vision(model, path, fused=fused)
+        ops = quantize.count_ops(onnx.load(str(path)))
+        assert (ops.get("MultiHeadAttention"), ops.get(activation)) == ((cfg.vision.num_layers,) * 2 if fused else (None, None))
+        assert fused != ("Softmax" in ops)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        tokens[fused] = session.run(None, {"frames": frames})[0]
+    assert tower.config._attn_implementation == attention and tower.vision_model.encoder.layers[0].mlp.activation_fn is mlp
+    np.testing.assert_allclose(tokens[True], tokens[False], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(tokens[True], model(torch.from_numpy(frames)[:, None]).numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_inspect_prints_the_manifest_table(int8_bundle):
     result = CliRunner().invoke(cli, ["export", "inspect", str(int8_bundle)], catch_exceptions=False)
     assert result.exit_code == 0
@@ -312,6 +343,7 @@ def test_gpu_int8_qdq_only_around_weight_matmuls(work, checkpoint, clips):
         ops = quantize.count_ops(model)
         assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DequantizeLinear", 0) > 0
         assert quantize.qdq_violations(model) == []
+        assert not [n.op_type for n in model.graph.node if n.domain == "com.microsoft"]  # TensorRT parses standard ops
         producers = {o: n for n in model.graph.node for o in n.output}
         for node in model.graph.node:  # no residual Add / norm / softmax touches quantized data
             if node.op_type in FLOAT_ONLY_OPS:
@@ -342,6 +374,7 @@ def test_the_shipped_student_keeps_parity_under_gpu_qdq(tmp_path):
 def test_fp16_and_int4_bundles(work, checkpoint, clips):
     fp16 = export_bundle(checkpoint, work / "fp16", "fp16", eval_data=clips, parity_samples=2)
     assert fp16.manifest.graphs["decoder"].inputs[0].dtype == "float16"
+    assert "MultiHeadAttention" not in quantize.count_ops(onnx.load(str(work / "fp16" / "vision.onnx")))
     ops = quantize.count_ops(onnx.load(str(work / "fp16" / "decoder.onnx")))
     assert ops.get("Cast", 0) > 0  # the blocked norm / softmax ops run fp32 behind casts
     int4 = export_bundle(checkpoint, work / "int4", "int4", eval_data=clips, parity_samples=2)
@@ -410,6 +443,7 @@ def test_overwrite_replaces_bundles_only(checkpoint, tmp_path):
     (["--max-seq", "99999"], "--max-seq 99999 is above the LLM's"),
     (["--calib-samples", "0"], "--calib-samples must be >= 1 (got 0)"),
     (["--kv-cache", "in-place", "--target", "tensorrt"], "--kv-cache in-place runs on ONNX Runtime's CPU"),
+    (["--vision-kernels", "fused", "--fp16"], "--vision-kernels fused exports ONNX Runtime's CPU kernels"),
 ])
 def test_cli_refuses_bad_options_in_one_line(checkpoint, tmp_path, args, message):
     result = CliRunner().invoke(cli, ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "b"), *args])
