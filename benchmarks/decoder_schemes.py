@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
                                                               for rd in rounds]))} for s in STAGES}
         summary[label]["bundle_mib"] = rounds[0][label]["bytes"] / 2**20
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    command = " ".join(["benchmarks/decoder_schemes.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["benchmarks/decoder_schemes.py", *(argv if argv is not None else sys.argv[1:])])
     lines = [f"# CPU decoder schemes, end to end (edge-0.5b, {args.llm_layers} LLM layers, random weights)", "",
              f"Made on {time.strftime('%Y-%m-%d')} at commit {commit} by `{command}` "
              f"({args.rounds} rounds x {args.runs} bench runs, {args.frames} frames, {args.threads} threads). "
