@@ -102,6 +102,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     rep = profile(args.bundle, args.stage, args.size or STAGES[args.stage], args.runs, args.threads)
+    if args.out:  # before printing: a reader that stops early (| head) must not lose the file
+        args.out.write_text(json.dumps(rep, indent=2) + "\n")
     print(f"{rep['bundle']} {rep['graph']} ({rep['precision']}, {rep['matmuls']}), {rep['stage']} {rep['size']}: "
           f"run p50 {rep['run_ms_p50']:.2f} ms, kernels {rep['kernel_ms_per_run']:.2f} ms/run")
     for op, share in rep["by_op_share"].items():
@@ -109,8 +111,6 @@ def main() -> None:
     print("top nodes:")
     for n, ms in rep["top_nodes_ms_per_run"].items():
         print(f"  {n:60s} {ms:.3f} ms/run")
-    if args.out:
-        args.out.write_text(json.dumps(rep, indent=2) + "\n")
 
 
 if __name__ == "__main__":

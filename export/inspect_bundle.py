@@ -106,7 +106,11 @@ def _scheme(o: dict) -> str:
     if target == "cpu":
         vision = ("dynamic activations" if o.get("cpu_activations") == "dynamic"
                   else f"static activations, minmax-calibrated on {calib}")
-        return f"--{precision} --target cpu: vision INT8 weights, {vision}; decoder {weight_only}"
+        # bundles exported before --cpu-decoder / --vision-kernels existed recorded neither
+        decoder = (weight_only if precision == "int4" or o.get("cpu_decoder", "weight-only") == "weight-only"
+                   else "INT8 weights and activations (integer GEMM), lm_head weight-only")
+        kernels = ", attention and GELU on ONNX Runtime's fused kernels" if o.get("vision_kernels") == "fused" else ""
+        return f"--{precision} --target cpu: vision INT8 weights, {vision}{kernels}; decoder {decoder}"
     qdq = f"explicit Q/DQ, per-channel INT8 weights, activations calibrated ({o.get('calib_method')}) on {calib}"
     decoder = "the same" if precision == "int8" else weight_only
     return f"--{precision} --target {target}: vision {qdq}; decoder {decoder}"

@@ -425,6 +425,9 @@ def export_bundle(
     problems = opts.problems()
     if problems:
         raise UserError("export: " + "; ".join(problems))
+    # The manifest's provenance records the choices in effect, not "by target".
+    opts = dataclasses.replace(opts, kv_cache=opts.decoder_kv_cache,
+                               vision_kernels="fused" if opts.fused_vision else "standard")
     checkpoint, out = Path(checkpoint), Path(out)
     check_out(out, checkpoint, opts.overwrite)
     # Without --eval-data the parity check reads the calibration file's end: then it is used.

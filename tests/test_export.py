@@ -331,7 +331,8 @@ def test_fused_vision_kernels_compute_what_the_standard_graph_does(family, activ
 def test_inspect_prints_the_manifest_table(int8_bundle):
     result = CliRunner().invoke(cli, ["export", "inspect", str(int8_bundle)], catch_exceptions=False)
     assert result.exit_code == 0
-    for needle in ("vision.onnx", "decoder.onnx", "int8", "PASSED", "checkpoint", "opset 17", "every sha256 matches"):
+    for needle in ("vision.onnx", "decoder.onnx", "int8", "PASSED", "checkpoint", "opset 17", "every sha256 matches",
+                   "fused kernels; decoder INT8 weights and activations (integer GEMM)"):
         assert needle in result.output
 
 
