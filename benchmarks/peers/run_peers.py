@@ -67,16 +67,17 @@ def prepare_checkpoint(work: Path, llm_layers: int, vision_layers: int, seed: in
     return ckpt, hf
 
 
-def ours_bundle(ckpt: Path, work: Path, precision: str, max_seq: int = 1024) -> Path:
-    """Our bundle of the checkpoint, its KV cache sized for ``max_seq`` tokens (cached while the
-    bundle format is this exporter's)."""
+def ours_bundle(ckpt: Path, work: Path, precision: str, max_seq: int = 1024, cpu_decoder: str = "integer") -> Path:
+    """Our bundle of the checkpoint, its KV cache sized for ``max_seq`` tokens, an INT8 decoder as
+    ``cpu_decoder`` (export's ``--cpu-decoder``; cached while the bundle format is this exporter's)."""
     from exo2ego_edge.bundle import FORMAT_VERSION, read_manifest
     from exo2ego_edge.export.pipeline import export_bundle
 
-    out = work / (f"ours-{precision}" + (f"-seq{max_seq}" if max_seq != 1024 else ""))
+    decoder = f"-{cpu_decoder}" if precision == "int8" and cpu_decoder != "integer" else ""
+    out = work / (f"ours-{precision}{decoder}" + (f"-seq{max_seq}" if max_seq != 1024 else ""))
     if not (out / "manifest.json").is_file() or read_manifest(out).format_version != FORMAT_VERSION:
         export_bundle(ckpt, out, precision=precision, overwrite=True, force=True, parity_samples=1,
-                      max_new_tokens=4, max_seq=max_seq)
+                      max_new_tokens=4, max_seq=max_seq, cpu_decoder=cpu_decoder)
     return out
 
 
@@ -199,13 +200,19 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += ["", "Notes:", "",
               "- TTFT: ours caches the fixed prompt prefix (system line) once per loaded runtime, so its prefill "
               f"runs all but the first {c['ours_prefix_tokens']} tokens of the prompt; peers prefill all of them.",
-              "- Ours as `export` writes it by default; each decoder's weight MatMuls (manifest `matmuls`): "
+              "- Ours as `export` writes it; each decoder's weight MatMuls (manifest `matmuls`): "
               + ", ".join(f"{k} {v}" for k, v in report.get("ours_decoders", {}).items())
-              + " (INT8: layers on the CPU's integer GEMM, lm_head weight-only; INT4: MatMulNBits 4-bit, block 128, "
+              + f" ({int8_scheme(report)}; INT4: MatMulNBits 4-bit, block 128, "
               "accuracy level 4). GenAI's `-p int8` / `-p int4` are its builder's MatMulNBits 8-bit / 4-bit.",
               "- Model sizes on disk: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in report["model_bytes"].items()) + ".",
               "", "## Machine", "", report["machine"], ""]
     return "\n".join(lines)
+
+
+def int8_scheme(report: dict[str, Any]) -> str:
+    if report.get("ours_decoders", {}).get("ours-int8") == "weight-only":
+        return "INT8 with `--cpu-decoder weight-only`: MatMulNBits 8-bit, block 128"
+    return "INT8: layers on the CPU's integer GEMM, lm_head weight-only"
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -266,6 +273,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--only", nargs="*", help="engines to run (hf optimum genai)")
     ap.add_argument("--precisions", nargs="*", help="precisions to run (fp32 int8 int4)")
+    ap.add_argument("--ours-cpu-decoder", choices=["integer", "weight-only"], default="integer",
+                    help="our INT8 decoder, as export's --cpu-decoder [integer]")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -285,7 +294,7 @@ def main() -> None:
     models: dict[str, Path] = {}
     max_seq = max(1024, max(args.prompt_tokens) + args.new_tokens)
     for precision in sorted({p[2] for p in pairs}):
-        models[f"ours-{precision}"] = ours_bundle(ckpt, work, precision, max_seq)
+        models[f"ours-{precision}"] = ours_bundle(ckpt, work, precision, max_seq, args.ours_cpu_decoder)
     for _, engine, precision in pairs:
         key = f"{engine}-{precision}"
         try:
