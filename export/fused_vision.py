@@ -106,17 +106,27 @@ FUSED_ACTIVATIONS = {"gelu_pytorch_tanh": _FastGelu, "gelu_new": _FastGelu, "qui
 
 
 @contextlib.contextmanager
+def attention_function(model: nn.Module, name: str, function) -> Iterator[None]:
+    """Inside the block, ``model`` (a transformers model) runs its attention through ``function``,
+    registered in transformers' attention interface as ``name``. Shared with the decoder's export
+    (:func:`~exo2ego_edge.export.onnx_graphs.export_attention`)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(name, function)
+    before = model.config._attn_implementation
+    model.config._attn_implementation = name
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = before
+
+
+@contextlib.contextmanager
 def fused_vision_kernels(tower: nn.Module) -> Iterator[None]:
     """Inside the block, ``tower`` (a transformers SigLIP / CLIP vision model) runs its attention
     through :func:`fused_attention` and its MLP activation through a :class:`FusedActivation`
     when its ``hidden_act`` has an ORT kernel."""
-    from transformers import AttentionInterface
-
-    AttentionInterface.register(FUSED_ATTENTION, fused_attention)
-    config = tower.config
-    attention_before = config._attn_implementation
-    config._attn_implementation = FUSED_ATTENTION
-    function = FUSED_ACTIVATIONS.get(config.hidden_act)
+    function = FUSED_ACTIVATIONS.get(tower.config.hidden_act)
     swapped = []
     if function is not None:
         for module in tower.modules():
@@ -124,8 +134,8 @@ def fused_vision_kernels(tower: nn.Module) -> Iterator[None]:
                 swapped.append((module, module.activation_fn))
                 module.activation_fn = FusedActivation(function)
     try:
-        yield
+        with attention_function(tower, FUSED_ATTENTION, fused_attention):
+            yield
     finally:
-        config._attn_implementation = attention_before
         for module, activation in swapped:
             module.activation_fn = activation

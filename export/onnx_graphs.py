@@ -46,7 +46,7 @@ from exo2ego_edge.bundle import (
 from exo2ego_edge.config import ModelConfig
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.model import Exo2Ego
-from exo2ego_edge.export.fused_vision import fused_vision_kernels
+from exo2ego_edge.export.fused_vision import attention_function, fused_vision_kernels
 
 log = logging.getLogger(__name__)
 
@@ -284,21 +284,12 @@ def patch_embeddings_as_matmul(encoder: nn.Module) -> Iterator[None]:
             module.patch_embedding = conv
 
 
-@contextlib.contextmanager
-def export_attention(llm: nn.Module, kv_cache: str = "concat") -> Iterator[None]:
+def export_attention(llm: nn.Module, kv_cache: str = "concat") -> contextlib.AbstractContextManager[None]:
     """Run ``llm``'s attention through :func:`grouped_query_attention` ("concat") or
     :func:`in_place_attention` ("in-place") inside the block."""
-    from transformers import AttentionInterface
-
-    name, function = ((IN_PLACE_ATTENTION, in_place_attention) if kv_cache == "in-place"
-                      else (EXPORT_ATTENTION, grouped_query_attention))
-    AttentionInterface.register(name, function)
-    before = llm.config._attn_implementation
-    llm.config._attn_implementation = name
-    try:
-        yield
-    finally:
-        llm.config._attn_implementation = before
+    if kv_cache == "in-place":
+        return attention_function(llm, IN_PLACE_ATTENTION, in_place_attention)
+    return attention_function(llm, EXPORT_ATTENTION, grouped_query_attention)
 
 
 def kept_positions(logits_to_keep: torch.Tensor, seq: int) -> torch.Tensor:
