@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from made_by import made_by
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -109,10 +108,8 @@ def main(argv: list[str] | None = None) -> None:
                               "vs_baseline": float(np.median([rd[base]["stages"][s] / rd[label]["stages"][s]
                                                               for rd in rounds]))} for s in STAGES}
         summary[label]["bundle_mib"] = rounds[0][label]["bytes"] / 2**20
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    command = shlex.join(["benchmarks/decoder_schemes.py", *(argv if argv is not None else sys.argv[1:])])
     lines = [f"# CPU decoder schemes, end to end (edge-0.5b, {args.llm_layers} LLM layers, random weights)", "",
-             f"Made on {time.strftime('%Y-%m-%d')} at commit {commit} by `{command}` "
+             f"{made_by('decoder_schemes.py', argv)} "
              f"({args.rounds} rounds x {args.runs} bench runs, {args.frames} frames, {args.threads} threads). "
              f"CPU: {cpu_model()} ({os.cpu_count()} cores; int8 instructions: {', '.join(int8_isa() or ['unknown'])}).", "",
              f"p50 ms per stage (median over rounds); in brackets the speed-up over **{base}** measured in "

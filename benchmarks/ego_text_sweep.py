@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import central_experiment as ce  # noqa: E402
+from made_by import commit  # noqa: E402
 
 log = logging.getLogger("ego_text_sweep")
 
@@ -475,12 +476,10 @@ def report(work: Path, results: Path, wall: float, notes: Path | None = None) ->
     diff = float(np.mean(primary["b"]) - np.mean(primary["a"]))
     sigma = pooled(primary["a"], primary["b"])
     won = diff > 2 * sigma
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
     lines = ["# Exo2Ego vs ego-only across the ego-text budget", "",
              "Made by `benchmarks/ego_text_sweep.py`; the design below is the pre-registered text, unchanged.", "",
              DESIGN,
-             f"## Results (generated {time.strftime('%Y-%m-%d %H:%M')}, commit {commit}, {cpu_model()}, "
+             f"## Results (generated {time.strftime('%Y-%m-%d %H:%M')}, commit {commit()}, {cpu_model()}, "
              f"{os.cpu_count()} cores, {platform.machine()})", "",
              f"{len(records)} of {len(plan())} planned runs" + (f"; missing: {', '.join(missing)}" if missing else "; none dropped")
              + f". Train + eval time summed over runs: {sum(r['train_seconds'] + r['eval_seconds'] for r in records.values()) / 60:.0f} min"

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from made_by import made_by
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -73,11 +73,9 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"context": context, "p50_ms": p50, "concat_over_in_place": ratio})
         print(f"context {context}: " + ", ".join(f"{kv} {v:.1f} ms" for kv, v in p50.items())
               + f"; in-place {ratio:.2f}x faster", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    command = " ".join(["benchmarks/kv_cache_ab.py", *(argv if argv is not None else sys.argv[1:])])
     first = rows[0]["p50_ms"]
     lines = [f"# KV cache layouts: decode per token against context (edge-0.5b, {args.llm_layers} LLM layers, INT8)", "",
-             f"Made on {time.strftime('%Y-%m-%d')} at commit {commit} by `{command}`: random weights, the integer "
+             f"{made_by('kv_cache_ab.py', argv)}: random weights, the integer "
              f"CPU decoder, {args.threads} threads, {args.steps} steps per layout and context after {args.warmup} "
              f"warm-up, the two layouts' steps alternating in one process. CPU: {cpu_model()} ({os.cpu_count()} cores; "
              f"int8 instructions: {', '.join(int8_isa() or ['unknown'])}).", "",

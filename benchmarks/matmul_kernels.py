@@ -18,13 +18,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from made_by import commit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -139,10 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"kernel": kern.label, "decode_ms": decode, "weight_mib": nbytes / 2**20, "bound_ms": bound,
                      "roofline": bound / decode, "prefill_ms": prefill, "prefill_gflops": flops / prefill / 1e6})
     base = next(r for r in rows if r["kernel"] == WEIGHT_ONLY_INT8.label)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
     lines = [f"# Decoder weight MatMuls by kernel ({args.preset}, {layers} layers)", "",
-             f"Made on {time.strftime('%Y-%m-%d')} at commit {commit} by `benchmarks/matmul_kernels.py` "
+             f"Made on {time.strftime('%Y-%m-%d')} at commit {commit()} by `benchmarks/matmul_kernels.py` "
              f"(defaults: prefill {args.prefill} tokens, {args.threads} threads, {args.rounds} interleaved rounds, "
              f"medians). CPU: {cpu_model()} ({os.cpu_count()} cores; int8 instructions: {', '.join(int8_isa() or ['unknown'])}); "
              f"onnxruntime {ort.__version__}; {platform.machine()}. "

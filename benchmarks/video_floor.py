@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from made_by import commit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -60,10 +60,8 @@ def main() -> None:
     figures = {"frames": frames, "keyframes": keyframes, "decode_all_ms": p50_ms(decode_all),
                "open_and_first_frame_ms": p50_ms(first_frame),
                "decode_clip_ms": {n: p50_ms(lambda n=n: decode_clip(str(clip), 0.0, 4.0, n, 64)) for n in (4, 8)}}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
     lines = ["# The video stage's floor on bench's default clip", "",
-             f"Made on {time.strftime('%Y-%m-%d')} at commit {commit} by `benchmarks/video_floor.py` "
+             f"Made on {time.strftime('%Y-%m-%d')} at commit {commit()} by `benchmarks/video_floor.py` "
              f"(p50 of 7; {cpu_model()}, {os.cpu_count()} cores; PyAV {av.__version__}).", "",
              f"The clip: 640x480, 30 fps, 4 s of libx264 defaults: {frames} frames, **{keyframes} keyframe(s)**.", "",
              "| measure | ms |", "|---|---:|",
