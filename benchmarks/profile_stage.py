@@ -12,6 +12,11 @@ the runs (the first run is dropped: it pays one-off allocation):
   empty cache;
 - ``vision``: ``--size`` frames (default 8) through the vision graph.
 
+``BUNDLE`` may also be an ONNX Runtime GenAI model folder (``genai_config.json``; decode only), so a
+peer's step is broken down the same way: its ``model.onnx`` with the past given as an input of
+``--size`` positions (GenAI's own loop shares past and present buffers instead; the weight products,
+which dominate a step, are the same ops either way).
+
 Prints a table, and writes it as JSON to ``--out``. ORT's trace goes to a temp folder and is deleted.
 """
 
@@ -53,20 +58,39 @@ def stage_feeds(manifest, stage: str, size: int) -> dict[str, np.ndarray]:
     return feeds
 
 
+def genai_decode_feeds(folder: Path, size: int) -> dict[str, np.ndarray]:
+    """One new token after ``size`` cached positions, as GenAI's decoder graph takes them."""
+    cfg = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+    rng = np.random.default_rng(0)
+    past = (1, cfg["num_key_value_heads"], size, cfg["head_size"])
+    feeds = {"input_ids": np.array([[1000]], np.int64), "attention_mask": np.ones((1, size + 1), np.int64)}
+    for i in range(cfg["num_hidden_layers"]):
+        for kind in ("key", "value"):
+            feeds[cfg["inputs"][f"past_{kind}_names"] % i] = rng.standard_normal(past).astype(np.float32)
+    return feeds
+
+
 def profile(bundle: Path, stage: str, size: int, runs: int, threads: int | None) -> dict:
     import onnxruntime as ort
 
     from exo2ego_edge.bundle import load_manifest
     from exo2ego_edge.runtime.ort_backend import session_options
 
-    manifest = load_manifest(bundle)
-    spec = manifest.graphs["vision" if stage == "vision" else "decoder"]
-    feeds = stage_feeds(manifest, stage, size)
+    if (bundle / "genai_config.json").is_file():
+        if stage != "decode":
+            raise SystemExit("an ONNX Runtime GenAI folder is profiled at decode only")
+        graph, precision, matmuls = "model.onnx", "genai", "genai"
+        feeds = genai_decode_feeds(bundle, size)
+    else:
+        manifest = load_manifest(bundle)
+        spec = manifest.graphs["vision" if stage == "vision" else "decoder"]
+        graph, precision, matmuls = spec.file, spec.precision, spec.matmuls
+        feeds = stage_feeds(manifest, stage, size)
     with tempfile.TemporaryDirectory(prefix="ortprof-") as tmp:
         opts = session_options(threads)  # the runtime's own settings
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "trace")
-        sess = ort.InferenceSession(str(bundle / spec.file), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(bundle / graph), opts, providers=["CPUExecutionProvider"])
         for _ in range(runs + 1):
             sess.run(None, feeds)
         trace = json.loads(Path(sess.end_profiling()).read_text())
@@ -82,7 +106,7 @@ def profile(bundle: Path, stage: str, size: int, runs: int, threads: int | None)
     total = sum(by_op.values())
     run_us = [r["dur"] for r in model_runs[1:]]
     return {
-        "bundle": str(bundle), "graph": spec.file, "precision": spec.precision, "matmuls": spec.matmuls,
+        "bundle": str(bundle), "graph": graph, "precision": precision, "matmuls": matmuls,
         "stage": stage, "size": size, "runs": runs, "threads": threads,
         "run_ms_p50": float(np.median(run_us)) / 1e3 if run_us else None,
         "kernel_ms_per_run": total / runs / 1e3,

@@ -338,6 +338,21 @@ def decoder_example(cfg: ModelConfig, batch: int = 2, seq: int = 5, past: int = 
     )
 
 
+# graph_passes' probes: every dynamic length differs between them, and they include one and several
+# rows, an empty and a filled cache, every position's logits (0) and some.
+PROBE_FRAMES = (1, 2, 3)
+PROBE_DECODER = ((1, 1, 6, 1), (2, 5, 3, 4), (1, 7, 0, 0), (3, 2, 9, 2))  # batch, seq, past, logits_to_keep
+
+
+def probe_feeds(cfg: ModelConfig, graph: str) -> list[dict[str, np.ndarray]]:
+    """Example inputs of ``graph`` ("vision" or "decoder") at several lengths, for graph_passes."""
+    if graph == "vision":
+        names, examples = vision_io(cfg).input_names, [vision_example(cfg, f) for f in PROBE_FRAMES]
+    else:
+        names, examples = decoder_io(cfg).input_names, [decoder_example(cfg, *p) for p in PROBE_DECODER]
+    return [{n: t.numpy() for n, t in zip(names, ex)} for ex in examples]
+
+
 def _export(
     module: nn.Module, args: tuple[torch.Tensor, ...], io: GraphIO, path: Path, opset: int, exporter: str,
 ) -> None:

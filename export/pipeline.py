@@ -45,7 +45,7 @@ from exo2ego_edge.bundle import (
     write_manifest,
 )
 from exo2ego_edge.errors import UserError
-from exo2ego_edge.export import onnx_graphs, ort_offline, quantize
+from exo2ego_edge.export import graph_passes, onnx_graphs, ort_offline, quantize
 from exo2ego_edge.export.bundle_writer import make_manifest, ort_requirement, provenance
 from exo2ego_edge.export.clip_frames import load_clips, random_clips
 from exo2ego_edge.export.onnx_graphs import GraphIO
@@ -98,6 +98,8 @@ class ExportOptions:
     # for edge-0.5b (benchmarks/results/decoder_schemes.md); the parity gate still judges each bundle.
     int4_block_size: int = 128
     trt: bool = False
+    # Fuse sibling weight MatMuls and fold shape arithmetic in the FP32 graphs (graph_passes.py).
+    graph_passes: bool = True
     # Save the CPU graphs as this ONNX Runtime optimizes them (export/ort_offline.py): faster
     # session starts, but the bundle then loads on exactly this ORT version only.
     ort_optimize: bool = False
@@ -206,15 +208,17 @@ def check_out(out: Path, checkpoint: Path, overwrite: bool) -> None:
 
 
 # --- the builders -------------------------------------------------------------------------------
-def save_onnx(model, path: Path) -> None:
+def save_onnx(model, path: Path, keep_value_info: bool = False) -> None:
     """Save a ModelProto, moving weights to one ``<file>.data`` beside it past protobuf's limit.
 
-    Intermediate shapes (``value_info``, which the quantizers add) are dropped: ORT infers them on
-    load, and they were 5% of the tiny preset's INT8 vision graph.
+    Intermediate shapes (``value_info``, which the quantizers add) are dropped unless kept: ORT
+    infers them on load, and they were 5% of the tiny preset's INT8 vision graph. The quantizers
+    need the exporter's: ONNX shape inference stops at contrib ops such as MultiHeadAttention.
     """
     import onnx
 
-    del model.graph.value_info[:]
+    if not keep_value_info:
+        del model.graph.value_info[:]
     if model.ByteSize() > EXTERNAL_DATA_BYTES:
         onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                   location=f"{path.name}.data", size_threshold=1024)
@@ -223,7 +227,10 @@ def save_onnx(model, path: Path) -> None:
 
 
 def export_fp32_graphs(student: Student, work: Path, opts: ExportOptions) -> dict[str, tuple[Path, GraphIO]]:
-    """Both graphs in FP32, each in its own folder (a >2 GB export scatters weight files)."""
+    """Both graphs in FP32, each in its own folder (a >2 GB export scatters weight files), with
+    graph_passes' rewrites applied."""
+    import onnx
+
     out = {}
     for name in ("vision", "decoder"):
         folder = work / f"fp32-{name}"
@@ -235,6 +242,11 @@ def export_fp32_graphs(student: Student, work: Path, opts: ExportOptions) -> dic
         else:
             io = onnx_graphs.export_decoder(student.model, path, opset=opts.opset, exporter=opts.exporter,
                                             kv_cache=opts.decoder_kv_cache)
+        if opts.graph_passes:
+            model = onnx.load(str(path))
+            rewrites = graph_passes.simplify(model, onnx_graphs.probe_feeds(student.model.cfg, name), folder)
+            save_onnx(model, path, keep_value_info=True)
+            log.info("%s: %s", name, rewrites)
         out[name] = (path, io)
     return out
 

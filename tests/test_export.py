@@ -237,6 +237,9 @@ def test_int8_cpu_keeps_parity_and_shrinks(int8_bundle, fp32_bundle, checkpoint)
     # the tower's attention and GELU on ONNX Runtime's fused kernels, one each per layer
     layers = load_student(checkpoint).model.cfg.vision.num_layers
     assert ops_v.get("MultiHeadAttention") == ops_v.get("FastGelu") == layers and "Tanh" not in ops_v
+    # graph passes: q/k/v and gate/up each one GEMM, so four per decoder layer
+    assert ops_d["MatMulInteger"] == 4 * load_student(checkpoint).model.cfg.llm.num_layers
+    assert m.provenance["options"]["graph_passes"] is True
     assert {k: g.matmuls for k, g in m.graphs.items()} == {"vision": "integer-dynamic", "decoder": "integer-dynamic"}
     assert m.requires == {"onnxruntime": ">=1.22"}  # 8-bit MatMulNBits (1.21 refuses it)
     # the patch embedding is a weight-only INT8 MatMul: no float Conv weights are left behind
@@ -254,6 +257,19 @@ def test_weight_only_int8_decoder_keeps_parity(work, checkpoint, clips, int8_bun
     assert out.manifest.graphs["decoder"].matmuls == "weight-only" and out.manifest.parity["passed"]
     integer = load_manifest(int8_bundle).parity  # the default, on the same clips
     assert abs(integer["token_agreement"] - out.manifest.parity["token_agreement"]) <= 0.1, (integer, out.manifest.parity)
+
+
+def test_no_graph_passes_keeps_the_exporters_graph(work, checkpoint, fp32_bundle):
+    out = work / "fp32-as-exported"
+    result = CliRunner().invoke(cli, ["export", "--checkpoint", str(checkpoint), "--out", str(out),
+                                      "--parity-samples", "1", "--no-graph-passes"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    as_exported = quantize.count_ops(onnx.load(str(out / "decoder.onnx")))
+    rewritten = quantize.count_ops(onnx.load(str(fp32_bundle / "decoder.onnx")))
+    layers = load_student(checkpoint).model.cfg.llm.num_layers
+    assert as_exported["MatMul"] - rewritten["MatMul"] == 3 * layers  # q, k, v -> 1 and gate, up -> 1
+    assert as_exported["Shape"] > rewritten["Shape"] and "Split" not in as_exported
+    assert load_manifest(out).provenance["options"]["graph_passes"] is False and load_manifest(out).parity["passed"]
 
 
 def test_int8_bundle_embeddings_are_int8_rows_with_scales(int8_bundle, fp32_bundle):

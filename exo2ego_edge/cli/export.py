@@ -41,6 +41,10 @@ from exo2ego_edge.errors import UserError
               help="Decoder KV cache: in-place = the graph reads the past where the runtime keeps it and writes "
                    "only each step's new keys and values; concat = past + new copied into a new cache every step "
                    "(what the TensorRT backend runs). [in-place for --target cpu, else concat]")
+@click.option("--graph-passes/--no-graph-passes", default=True, show_default=True,
+              help="Rewrite the exported graphs before quantizing: one MatMul for the projections that read the "
+                   "same input (q/k/v, gate/up) and shape arithmetic folded to constants (fewer, larger ops; "
+                   "the same arithmetic). --no-graph-passes keeps the exporter's graph as written.")
 @click.option("--ort-optimize", is_flag=True,
               help="Save the CPU graphs as this ONNX Runtime optimizes them: faster session starts, but the "
                    "bundle then loads on exactly this ONNX Runtime version (not on a device's older one).")

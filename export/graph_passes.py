@@ -1,0 +1,293 @@
+"""Two rewrites of an exported FP32 graph, before any precision is applied, that leave its
+arithmetic as it was and give ONNX Runtime fewer, larger ops to run.
+
+- :func:`fuse_sibling_matmuls`: weight MatMuls that read the same activation become one MatMul
+  over their weights side by side, then a Split (attention's q/k/v projections, the MLP's gate and
+  up). A decode step makes one GEMV pass over the input instead of three, and k/v's narrow GEMVs
+  (128 columns for edge-0.5b) stop paying a kernel launch and thread hand-off each. Every
+  quantizer here scales weights per output column or per block down a column, so quantizing the
+  joined weight gives the same numbers as quantizing each part.
+- :func:`fold_shape_arithmetic`: the TorchScript exporter writes every ``x.view(b, s, -1, d)`` and
+  ``x[..., : d // 2]`` as Shape -> Gather -> Unsqueeze -> Concat chains, ~36 nodes per decoder
+  layer that ORT runs on every call. The chains' values are evaluated on several probe inputs
+  whose dynamic lengths all differ; a value the same in every probe becomes a constant, and a
+  Reshape target becomes a constant of ``0`` (keep this axis), fixed sizes and one ``-1``. The
+  probes cover one and several rows, an empty and a full cache, so a value that depends on any
+  dynamic length differs between them and is left alone.
+
+Measured on edge-0.5b's INT8 decoder (24 layers): 3,173 nodes -> 2,309 from the folding alone,
+decode at 512 tokens of context 1.07x faster (2 threads, AMD EPYC).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+SHAPE_SOURCES = ("Shape", "Size")
+PROTOBUF_LIMIT = 1_800_000_000  # a model past this is probed from a file with external weights
+
+
+def simplify(model: onnx.ModelProto, probes: list[dict[str, np.ndarray]], work: Path) -> dict[str, int]:
+    """Both passes, in place; ``work`` holds a temporary copy of a model too large to probe in memory."""
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+           for n in model.graph.node for a in n.attribute):
+        return {"fused_matmuls": 0, "folded_inputs": 0, "removed_nodes": 0}  # subgraphs hide their inputs
+    before = len(model.graph.node)
+    fused = fuse_sibling_matmuls(model)
+    folded = fold_shape_arithmetic(model, probes, work)
+    return {"fused_matmuls": fused, "folded_inputs": folded, "removed_nodes": before - len(model.graph.node)}
+
+
+# --- sibling MatMuls ----------------------------------------------------------------------------
+def fuse_sibling_matmuls(model: onnx.ModelProto) -> int:
+    """Join MatMuls with the same activation input and 2-D float weights, and their bias Adds when
+    every one has its own (so ORT fuses the bias into the joined GEMM); returns how many were joined."""
+    graph = model.graph
+    _bypass_identities(graph)
+    inits = {t.name: t for t in graph.initializer}
+    readers: dict[str, list[int]] = defaultdict(list)
+    for k, node in enumerate(graph.node):
+        for name in node.input:
+            readers[name].append(k)
+    groups: dict[tuple[str, int, int], list[int]] = defaultdict(list)
+    for k, node in enumerate(graph.node):
+        w = inits.get(node.input[1]) if node.op_type == "MatMul" else None
+        if w is not None and len(w.dims) == 2 and len(readers[w.name]) == 1 and w.data_type in FLOAT_TYPES:
+            groups[(node.input[0], w.dims[0], w.data_type)].append(k)
+    groups = {key: ks for key, ks in groups.items() if len(ks) > 1}
+    if not groups:
+        return 0
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    replace: dict[int, list[onnx.NodeProto]] = {}
+    drop: set[int] = set()
+    for (activation, _, _), ks in groups.items():
+        nodes = [graph.node[k] for k in ks]
+        weights = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes]
+        widths = [w.shape[1] for w in weights]
+        name = joined_name([n.name for n in nodes])
+        weight = numpy_helper.from_array(np.concatenate(weights, axis=1), f"{name}.weight")
+        graph.initializer.append(weight)
+        joined = [helper.make_node("MatMul", [activation, weight.name], [f"{name}_output_0"], name=name)]
+        outputs = [n.output[0] for n in nodes]
+        adds = [_bias_add(graph, readers, inits, n.output[0], w) for n, w in zip(nodes, widths)]
+        if all(a is not None for a in adds):
+            biases = [numpy_helper.to_array(inits[b]) for _, b in adds]
+            bias = numpy_helper.from_array(np.concatenate(biases), f"{name}.bias")
+            graph.initializer.append(bias)
+            add_name = name.rsplit("/", 1)[0] + "/Add" if "/" in name else f"{name}/Add"
+            joined.append(helper.make_node("Add", [joined[-1].output[0], bias.name], [f"{add_name}_output_0"],
+                                           name=add_name))
+            outputs = [graph.node[k].output[0] for k, _ in adds]
+            drop.update(k for k, _ in adds)
+        if opset >= 13:
+            sizes = numpy_helper.from_array(np.array(widths, np.int64), f"{name}.split")
+            graph.initializer.append(sizes)
+            split = helper.make_node("Split", [joined[-1].output[0], sizes.name], outputs, name=f"{name}/Split", axis=-1)
+        else:
+            split = helper.make_node("Split", [joined[-1].output[0]], outputs, name=f"{name}/Split", axis=-1, split=widths)
+        replace[ks[0]] = [*joined, split]
+        drop.update(ks[1:])
+    rebuilt = []
+    for k, node in enumerate(graph.node):
+        if k in replace:
+            rebuilt.extend(replace[k])
+        elif k not in drop:
+            rebuilt.append(node)
+    _set_nodes(graph, rebuilt)
+    _drop_unused_initializers(graph)
+    return sum(len(ks) for ks in groups.values())
+
+
+def _bypass_identities(graph: onnx.GraphProto) -> None:
+    """Read initializers directly where the exporter put an Identity in between (it does so for
+    each weight equal to an earlier one, such as the zero biases of an untrained model)."""
+    inits = {t.name for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    alias = {n.output[0]: n.input[0] for n in graph.node
+             if n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs}
+    if not alias:
+        return
+    for node in graph.node:
+        for i, x in enumerate(node.input):
+            if x in alias:
+                node.input[i] = alias[x]
+    _set_nodes(graph, [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in alias)])
+
+
+def _bias_add(graph, readers, inits, value: str, width: int) -> tuple[int, str] | None:
+    """(index, bias name) of the Add that is ``value``'s only reader and adds a (width,) constant."""
+    if len(readers[value]) != 1:
+        return None
+    k = readers[value][0]
+    node = graph.node[k]
+    if node.op_type != "Add":
+        return None
+    other = node.input[1] if node.input[0] == value else node.input[0]
+    bias = inits.get(other)
+    return (k, other) if bias is not None and list(bias.dims) == [width] else None
+
+
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
+def joined_name(names: list[str]) -> str:
+    """``/a/q_proj/MatMul`` + ``/a/k_proj/MatMul`` -> ``/a/q_proj+k_proj/MatMul``: the hierarchy the
+    profiles and the Q/DQ check read stays intact."""
+    parts = [n.split("/") for n in names]
+    if len({len(p) for p in parts}) == 1:
+        differ = [i for i in range(len(parts[0])) if len({p[i] for p in parts}) > 1]
+        if len(differ) == 1:
+            i = differ[0]
+            return "/".join(parts[0][:i] + ["+".join(p[i] for p in parts)] + parts[0][i + 1:])
+    return "+".join(names)
+
+
+# --- shape arithmetic ---------------------------------------------------------------------------
+def fold_shape_arithmetic(model: onnx.ModelProto, probes: list[dict[str, np.ndarray]], work: Path) -> int:
+    """Replace shape-only values that no probe tells apart; returns how many node inputs changed."""
+    graph = model.graph
+    shape_only = _shape_only_nodes(graph)
+    values = {x for k in shape_only for x in graph.node[k].output}
+    uses = [(k, i, x) for k, node in enumerate(graph.node) if k not in shape_only
+            for i, x in enumerate(node.input) if x in values]
+    if not uses:
+        return 0
+    reshapes = {k for k, i, _ in uses if _is_reshape_target(graph.node[k], i)}
+    wanted = sorted({x for _, _, x in uses} | {t for k in reshapes for t in (graph.node[k].input[0], graph.node[k].output[0])})
+    seen = _evaluate(model, wanted, probes, work)
+    constants: dict[tuple, onnx.TensorProto] = {}  # one initializer per distinct value
+    changed = 0
+    for k, i, x in uses:
+        node = graph.node[k]
+        value = _same_in_every_probe([s[x] for s in seen])
+        if value is None and k in reshapes:
+            value = _reshape_target([(s[node.input[0]].shape, s[node.output[0]].shape) for s in seen])
+        if value is None:
+            continue
+        key = (value.dtype.str, value.shape, value.tobytes())
+        if key not in constants:
+            constants[key] = numpy_helper.from_array(value, f"folded_shape_{len(constants)}")
+        node.input[i] = constants[key].name
+        changed += 1
+    graph.initializer.extend(constants.values())
+    _drop_dead_nodes(graph)
+    _drop_unused_initializers(graph)
+    return changed
+
+
+def _shape_only_nodes(graph: onnx.GraphProto) -> set[int]:
+    """Indices of nodes whose outputs depend on input shapes only: Shape / Size, then anything
+    computed from those and constants (to a fixed point: exporters do not always sort nodes)."""
+    consts = {t.name for t in graph.initializer}
+    consts.update(o for n in graph.node if n.op_type == "Constant" for o in n.output)
+    values: set[str] = set()
+    found: set[int] = set()
+    grew = True
+    while grew:
+        grew = False
+        for k, node in enumerate(graph.node):
+            if k in found or node.op_type == "Constant":
+                continue
+            ins = [x for x in node.input if x]
+            if node.op_type in SHAPE_SOURCES or (
+                    ins and any(x in values for x in ins) and all(x in values or x in consts for x in ins)):
+                values.update(node.output)
+                found.add(k)
+                grew = True
+    return found
+
+
+def _is_reshape_target(node: onnx.NodeProto, i: int) -> bool:
+    allowzero = next((a.i for a in node.attribute if a.name == "allowzero"), 0)
+    return node.op_type == "Reshape" and i == 1 and not allowzero
+
+
+def _evaluate(model: onnx.ModelProto, names: list[str], probes: list[dict[str, np.ndarray]], work: Path) -> list[dict]:
+    """The values of ``names`` on each probe, from ONNX Runtime with every graph rewrite off."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=x) for x in names if x not in known)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    with tempfile.TemporaryDirectory(dir=work, prefix=".probe-") as tmp:
+        if probe.ByteSize() < PROTOBUF_LIMIT:
+            source: str | bytes = probe.SerializeToString()
+        else:
+            source = str(Path(tmp) / "probe.onnx")
+            onnx.save(probe, source, save_as_external_data=True, all_tensors_to_one_file=True,
+                      location="probe.onnx.data", size_threshold=1024)
+        session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+        return [dict(zip(names, session.run(names, feeds))) for feeds in probes]
+
+
+def _same_in_every_probe(values: list[np.ndarray]) -> np.ndarray | None:
+    first = values[0]
+    if all(v.shape == first.shape and v.dtype == first.dtype and np.array_equal(v, first) for v in values):
+        return first
+    return None
+
+
+def _reshape_target(pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> np.ndarray | None:
+    """A constant Reshape target giving every probe's (input shape -> output shape): 0 where the
+    axis keeps the input's length, the length where it is fixed, and -1 for at most one other."""
+    rank = len(pairs[0][1])
+    if any(len(out) != rank for _, out in pairs):
+        return None
+    target = []
+    for a in range(rank):
+        if all(a < len(src) and src[a] == out[a] for src, out in pairs):
+            target.append(0)
+        elif len({out[a] for _, out in pairs}) == 1 and pairs[0][1][a] > 0:
+            target.append(pairs[0][1][a])
+        else:
+            target.append(-1)
+    return np.array(target, np.int64) if target.count(-1) <= 1 else None
+
+
+def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
+    producer = {o: k for k, node in enumerate(graph.node) for o in node.output}
+    live: set[int] = set()
+    stack = [o.name for o in graph.output]
+    while stack:
+        k = producer.get(stack.pop())
+        if k is not None and k not in live:
+            live.add(k)
+            stack.extend(x for x in graph.node[k].input if x)
+    if len(live) < len(graph.node):
+        _set_nodes(graph, [node for k, node in enumerate(graph.node) if k in live])
+
+
+def _set_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
+    copies = []
+    for node in nodes:  # copied first: clearing the field may release the messages it held
+        copies.append(onnx.NodeProto())
+        copies[-1].CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Initializers nothing reads any more, and shapes recorded for values that are gone."""
+    used = {x for node in graph.node for x in node.input} | {o.name for o in graph.output}
+    kept = [t for t in graph.initializer if t.name in used]
+    if len(kept) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    made = {x for node in graph.node for x in node.output}
+    shapes = [v for v in graph.value_info if v.name in made]
+    if len(shapes) != len(graph.value_info):
+        copies = [onnx.ValueInfoProto() for _ in shapes]
+        for copy, v in zip(copies, shapes):
+            copy.CopyFrom(v)
+        del graph.value_info[:]
+        graph.value_info.extend(copies)
