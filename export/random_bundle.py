@@ -101,8 +101,9 @@ def random_student_checkpoint(cfg: ModelConfig, folder: str | Path, seed: int = 
     return folder
 
 
-def _export_code() -> bytes:
-    """The source a bundle's bytes depend on: the export package, the model and the bundle format."""
+def export_code() -> bytes:
+    """The source a bundle's bytes depend on: the export package, the model and the bundle format
+    (a cache of exported bundles keys on it, so any change to them makes a new key)."""
     from exo2ego_edge import bundle, model
 
     files = sorted(Path(__file__).resolve().parent.glob("*.py")) + [Path(bundle.__file__), Path(model.__file__)]
@@ -111,7 +112,7 @@ def _export_code() -> bytes:
 
 def _cache_key(cfg: ModelConfig, precision: str, seed: int, options: dict) -> str:
     spec = json.dumps({"config": cfg.to_dict(), "options": options}, sort_keys=True, default=str)
-    digest = hashlib.sha256(spec.encode() + _export_code()).hexdigest()[:10]
+    digest = hashlib.sha256(spec.encode() + export_code()).hexdigest()[:10]
     return f"{cfg.name}-L{cfg.llm.num_layers}-{precision}-s{seed}-v{__version__}-{digest}"
 
 

@@ -130,3 +130,13 @@ def test_joins_matmuls_on_one_input_but_not_a_shared_weight(tmp_path):
     assert matmuls == ["/a/q_proj+k_proj/MatMul", "/a/tied/MatMul", "/b/tied/MatMul"]
     assert {t.name for t in proto.graph.initializer} >= {"wt"} and not {"wq", "wk"} & {t.name for t in proto.graph.initializer}
     assert_same_outputs(str(path), proto, [{i: rng.standard_normal((5, 8), dtype=np.float32) for i in ("x", "z")}])
+
+
+def test_a_rewrite_that_changes_an_output_is_refused(tmp_path, monkeypatch):
+    from exo2ego_edge.errors import UserError
+
+    proto = shape_graph()
+    monkeypatch.setattr(graph_passes, "_reshape_target", lambda pairs: np.array([0, 0, 4, 2], np.int64))
+    probes = [{"x": np.ones((b, s, 8), np.float32)} for b, s in ((1, 3), (2, 5))]
+    with pytest.raises(UserError, match="changed 'viewed'.*--no-graph-passes"):
+        graph_passes.simplify(proto, probes, tmp_path)

@@ -19,6 +19,7 @@ Steps, all local (nothing from a hub):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -69,15 +70,18 @@ def prepare_checkpoint(work: Path, llm_layers: int, vision_layers: int, seed: in
 
 def ours_bundle(ckpt: Path, work: Path, precision: str, max_seq: int = 1024, cpu_decoder: str = "integer") -> Path:
     """Our bundle of the checkpoint, its KV cache sized for ``max_seq`` tokens, an INT8 decoder as
-    ``cpu_decoder`` (export's ``--cpu-decoder``; cached while the bundle format is this exporter's)."""
-    from exo2ego_edge.bundle import FORMAT_VERSION, read_manifest
+    ``cpu_decoder`` (export's ``--cpu-decoder``; cached while the export code is unchanged)."""
     from exo2ego_edge.export.pipeline import export_bundle
+    from exo2ego_edge.export.random_bundle import export_code
 
     decoder = f"-{cpu_decoder}" if precision == "int8" and cpu_decoder != "integer" else ""
     out = work / (f"ours-{precision}{decoder}" + (f"-seq{max_seq}" if max_seq != 1024 else ""))
-    if not (out / "manifest.json").is_file() or read_manifest(out).format_version != FORMAT_VERSION:
+    digest = hashlib.sha256(export_code()).hexdigest()
+    stamp = work / f"{out.name}.export-code"  # beside the bundle: export replaces the folder whole
+    if not (out / "manifest.json").is_file() or not stamp.is_file() or stamp.read_text() != digest:
         export_bundle(ckpt, out, precision=precision, overwrite=True, force=True, parity_samples=1,
                       max_new_tokens=4, max_seq=max_seq, cpu_decoder=cpu_decoder)
+        stamp.write_text(digest)
     return out
 
 
