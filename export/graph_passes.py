@@ -31,15 +31,14 @@ import onnx
 from onnx import helper, numpy_helper
 
 from exo2ego_edge.errors import UserError
+from exo2ego_edge.export.onnx_graphs import save_onnx
 
 SHAPE_SOURCES = ("Shape", "Size")
-PROTOBUF_LIMIT = 1_800_000_000  # a model past this is probed from a file with external weights
 
 
 def simplify(model: onnx.ModelProto, probes: list[dict[str, np.ndarray]], work: Path) -> dict[str, int]:
     """Both passes, in place, then the probes run again: every output must come out as before
-    (:class:`UserError` otherwise). ``work`` holds a temporary copy of a model too large to probe
-    in memory."""
+    (:class:`UserError` otherwise). ``work`` holds the temporary copy each probe run reads."""
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
            for n in model.graph.node for a in n.attribute):
         return {"fused_matmuls": 0, "folded_inputs": 0, "removed_nodes": 0}  # subgraphs hide their inputs
@@ -232,13 +231,9 @@ def _evaluate(model: onnx.ModelProto, names: list[str], probes: list[dict[str, n
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
     with tempfile.TemporaryDirectory(dir=work, prefix=".probe-") as tmp:
-        if probe.ByteSize() < PROTOBUF_LIMIT:
-            source: str | bytes = probe.SerializeToString()
-        else:
-            source = str(Path(tmp) / "probe.onnx")
-            onnx.save(probe, source, save_as_external_data=True, all_tensors_to_one_file=True,
-                      location="probe.onnx.data", size_threshold=1024)
-        session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+        source = Path(tmp) / "probe.onnx"
+        save_onnx(probe, source, keep_value_info=True)  # past protobuf's limit the weights go beside it
+        session = ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
         return [dict(zip(names, session.run(names, feeds))) for feeds in probes]
 
 

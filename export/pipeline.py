@@ -65,8 +65,6 @@ if TYPE_CHECKING:
     from exo2ego_edge.model import Student
 
 EMBEDDINGS_FILE, EMBEDDING_SCALES_FILE, TOKENIZER_FILE = "embeddings.npy", "embedding_scales.npy", "tokenizer.json"
-# Protobuf's 2 GiB limit: larger graphs keep their weights in one external data file beside them.
-EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
 @dataclass
@@ -208,24 +206,6 @@ def check_out(out: Path, checkpoint: Path, overwrite: bool) -> None:
 
 
 # --- the builders -------------------------------------------------------------------------------
-def save_onnx(model, path: Path, keep_value_info: bool = False) -> None:
-    """Save a ModelProto, moving weights to one ``<file>.data`` beside it past protobuf's limit.
-
-    Intermediate shapes (``value_info``, which the quantizers add) are dropped unless kept: ORT
-    infers them on load, and they were 5% of the tiny preset's INT8 vision graph. The quantizers
-    need the exporter's: ONNX shape inference stops at contrib ops such as MultiHeadAttention.
-    """
-    import onnx
-
-    if not keep_value_info:
-        del model.graph.value_info[:]
-    if model.ByteSize() > EXTERNAL_DATA_BYTES:
-        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=f"{path.name}.data", size_threshold=1024)
-    else:
-        onnx.save(model, str(path))
-
-
 def export_fp32_graphs(student: Student, work: Path, opts: ExportOptions) -> dict[str, tuple[Path, GraphIO]]:
     """Both graphs in FP32, each in its own folder (a >2 GB export scatters weight files), with
     graph_passes' rewrites applied."""
@@ -245,7 +225,7 @@ def export_fp32_graphs(student: Student, work: Path, opts: ExportOptions) -> dic
         if opts.graph_passes:
             model = onnx.load(str(path))
             rewrites = graph_passes.simplify(model, onnx_graphs.probe_feeds(student.model.cfg, name), folder)
-            save_onnx(model, path, keep_value_info=True)
+            onnx_graphs.save_onnx(model, path, keep_value_info=True)
             log.info("%s: %s", name, rewrites)
         out[name] = (path, io)
     return out
@@ -312,11 +292,11 @@ def make_precision_graphs(
         dst = out / file
         precision, float_dtype = opts.precision, "float32"
         if opts.precision == "fp32":
-            save_onnx(onnx.load(str(src)), dst)
+            onnx_graphs.save_onnx(onnx.load(str(src)), dst)
         elif opts.precision == "fp16":
             tmp = work / f"{name}-fp16.onnx"
             quantize.convert_fp16(src, tmp)
-            save_onnx(onnx.load(str(tmp)), dst)
+            onnx_graphs.save_onnx(onnx.load(str(tmp)), dst)
             float_dtype = "float16"
         else:
             if not gpu:  # ORT's recommended pre-processing before its CPU quantizers
@@ -344,7 +324,7 @@ def make_precision_graphs(
                     quantize.quantize_static_int8(src, tmp, feeds, method="minmax")
                 else:
                     quantize.quantize_dynamic_int8(src, tmp)
-            save_onnx(onnx.load(str(tmp)), dst)
+            onnx_graphs.save_onnx(onnx.load(str(tmp)), dst)
         if cpu_optimized(opts):
             ort_offline.optimize_for_cpu(dst)
         trt_file = None
