@@ -41,6 +41,7 @@ SCHEMES = {
     "int8 integer (default)": ("int8", {"cpu_decoder": "integer"}),
     "int8 weight-only, no graph passes (before)": ("int8", {"cpu_decoder": "weight-only", "graph_passes": False}),
     "int8 weight-only": ("int8", {"cpu_decoder": "weight-only"}),
+    "int8 hybrid": ("int8", {"cpu_decoder": "hybrid"}),
     "int4 block 32 (before)": ("int4", {"int4_block_size": 32}),
     "int4 block 128": ("int4", {"int4_block_size": 128}),
 }

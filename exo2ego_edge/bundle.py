@@ -29,6 +29,12 @@ Graph interface (names are part of the contract):
   and always return all S positions; the runtime reads the manifest to tell the two apart.
   TensorRT engines are built with k fixed to 1 and have no such input: the runtime needs one row.
 
+- decoder_step (optional, from format 6 on): a second decoder with the same interface and cache
+  layout that the runtime runs for one-token calls (decode steps) while ``decoder`` runs the
+  longer ones (prefill). The CPU target's ``--cpu-decoder hybrid`` writes one: its prefill on the
+  CPU's integer GEMM, its steps on MatMulNBits' GEMV, the faster kernel at one row on CPUs
+  without AMX. Both read and write the same cache.
+
 No torch here: the runtime imports this module.
 """
 
@@ -51,7 +57,8 @@ FORMAT = "exo2ego-edge-bundle"
 # 3: adds `requires` (the ONNX Runtime the graphs load on), the optional `golden` inputs, `costs`.
 # 4: adds `GraphSpec.matmuls` and the int4 token-embedding table (see `embedding_scales`).
 # 5: adds `DecoderSpec.kv_cache` (the in-place KV cache).
-FORMAT_VERSION = 5
+# 6: adds the optional `decoder_step` graph (one-token calls).
+FORMAT_VERSION = 6
 MANIFEST = "manifest.json"
 LOGITS_TO_KEEP = "logits_to_keep"  # the decoder input choosing how many positions get logits
 # Dynamic axis names, read by the runtime and by TensorRT profiles.
@@ -59,6 +66,7 @@ FRAMES, BATCH, SEQ, PAST, TOTAL = "frames", "batch", "sequence", "past_sequence"
 KV_CACHES = ("concat", "in-place")
 EMBEDDING_INT4_BLOCK = 32  # values per scale in an int4 token-embedding table
 KEPT = "kept_sequence"  # positions the logits cover: min(logits_to_keep, sequence), all for 0
+STEP_DECODER = "decoder_step"  # the optional graph for one-token decoder calls
 
 
 def past_names(num_layers: int) -> list[str]:
@@ -156,7 +164,7 @@ class Manifest:
     preprocessing: Preprocessing
     prompt: PromptSpec
     decoder: DecoderSpec
-    graphs: dict[str, GraphSpec]  # "vision", "decoder"
+    graphs: dict[str, GraphSpec]  # "vision", "decoder" [, STEP_DECODER]
     embeddings: TensorSpec  # the token-embedding table stored as .npy; name is its file
     tokenizer: str
     files: dict[str, str]  # relative path -> sha256
@@ -192,6 +200,9 @@ class Manifest:
         for required in ("vision", "decoder"):
             if required not in self.graphs:
                 raise BundleError(f"manifest has no '{required}' graph")
+        unknown = sorted(set(self.graphs) - {"vision", "decoder", STEP_DECODER})
+        if unknown:
+            raise BundleError(f"manifest: graphs has unknown entries {unknown}; is the bundle from a newer exporter?")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

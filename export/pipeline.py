@@ -41,8 +41,8 @@ import numpy as np
 
 from exo2ego_edge.atomic import atomic_dir, check_writable
 from exo2ego_edge.bundle import (
-    EMBEDDING_INT4_BLOCK, KV_CACHES, LOGITS_TO_KEEP, MANIFEST, GraphSpec, Manifest, TensorSpec, past_names,
-    write_manifest,
+    EMBEDDING_INT4_BLOCK, KV_CACHES, LOGITS_TO_KEEP, MANIFEST, STEP_DECODER, GraphSpec, Manifest, TensorSpec,
+    past_names, write_manifest,
 )
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import graph_passes, onnx_graphs, ort_offline, quantize
@@ -58,9 +58,9 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 TARGETS = ("cpu", "cuda", "tensorrt")
 CPU_ACTIVATIONS = ("dynamic", "static")
-CPU_DECODERS = ("integer", "weight-only")
+CPU_DECODERS = ("integer", "weight-only", "hybrid")
 VISION_KERNELS = ("fused", "standard")
-VISION_FILE, DECODER_FILE = "vision.onnx", "decoder.onnx"
+GRAPH_FILES = {"vision": "vision.onnx", "decoder": "decoder.onnx", STEP_DECODER: "decoder_step.onnx"}
 if TYPE_CHECKING:
     from exo2ego_edge.model import Student
 
@@ -76,7 +76,8 @@ class ExportOptions:
     # CPU INT8 vision activations: "dynamic" measured faster on ORT CPU here (benchmarks/results).
     cpu_activations: str = "dynamic"
     # CPU INT8 decoder: "integer" runs its layers on INT8 GEMMs (fast prefill on VNNI / AMX / Arm
-    # dot product), "weight-only" on MatMulNBits with float activations (see quantize.py).
+    # dot product), "weight-only" on MatMulNBits with float activations (see quantize.py), "hybrid"
+    # writes both: integer for prefill, weight-only for decode steps (bundle.STEP_DECODER).
     cpu_decoder: str = "integer"
     # None: "in-place" for target cpu, "concat" for GPU targets (see the module docstring).
     kv_cache: str | None = None
@@ -161,6 +162,11 @@ class ExportOptions:
     def calibrates_activations(self) -> bool:
         """INT8 / INT4 whose vision activations get calibrated ranges: GPU Q/DQ, or CPU static."""
         return self.precision in ("int8", "int4") and (self.target != "cpu" or self.cpu_activations == "static")
+
+    @property
+    def int8_cpu_decoder(self) -> str | None:
+        """The CPU INT8 decoder when this export writes one (``cpu_decoder``), else None."""
+        return self.cpu_decoder if self.precision == "int8" and self.target == "cpu" else None
 
     @property
     def decoder_kv_cache(self) -> str:
@@ -277,7 +283,8 @@ def decoder_feeds(student: Student, clips: list[tuple[np.ndarray, dict]]) -> lis
 def make_precision_graphs(
     fp32: dict[str, tuple[Path, GraphIO]], out: Path, work: Path, student: Student, opts: ExportOptions,
 ) -> dict[str, GraphSpec]:
-    """Write vision.onnx and decoder.onnx into the bundle at the requested precision."""
+    """Write vision.onnx and decoder.onnx [+ decoder_step.onnx] into the bundle at the requested
+    precision."""
     import onnx
 
     cfg = student.model.cfg
@@ -288,29 +295,28 @@ def make_precision_graphs(
         calib = (calibration_clips(student, opts) if gpu or opts.calib_data
                  else random_clips(opts.calib_samples, cfg.num_frames, cfg.vision.image_size, seed=opts.seed))
     for name, (src, io) in fp32.items():
-        file = VISION_FILE if name == "vision" else DECODER_FILE
-        dst = out / file
-        precision, float_dtype = opts.precision, "float32"
-        if opts.precision == "fp32":
-            onnx_graphs.save_onnx(onnx.load(str(src)), dst)
-        elif opts.precision == "fp16":
-            tmp = work / f"{name}-fp16.onnx"
-            quantize.convert_fp16(src, tmp)
-            onnx_graphs.save_onnx(onnx.load(str(tmp)), dst)
-            float_dtype = "float16"
-        else:
-            if not gpu:  # ORT's recommended pre-processing before its CPU quantizers
-                pre = work / f"{name}-pre" / f"{name}.onnx"
-                pre.parent.mkdir()
-                quantize.preprocess(src, pre)
-                src = pre
-            if name == "decoder" and matmul_scheme(name, opts) == "integer-dynamic":
+        if opts.precision in ("int8", "int4") and not gpu:  # ORT's recommended pre-processing before its CPU quantizers
+            pre = work / f"{name}-pre" / f"{name}.onnx"
+            pre.parent.mkdir()
+            quantize.preprocess(src, pre)
+            src = pre
+        for graph in bundle_graphs(name, opts):
+            dst = out / GRAPH_FILES[graph]
+            precision, float_dtype = opts.precision, "float32"
+            scheme = matmul_scheme(graph, opts)
+            if opts.precision == "fp32":
+                tmp = src
+            elif opts.precision == "fp16":
+                tmp = work / f"{name}-fp16.onnx"
+                quantize.convert_fp16(src, tmp)
+                float_dtype = "float16"
+            elif name == "decoder" and scheme == "integer-dynamic":
                 tmp = work / "decoder-int8.onnx"
                 quantize.quantize_integer_decoder(src, tmp)
-            elif name == "decoder" and matmul_scheme(name, opts) == "weight-only":
+            elif name == "decoder" and scheme == "weight-only":
                 bits = 4 if opts.precision == "int4" else 8
                 block = opts.int4_block_size if bits == 4 else quantize.WEIGHT_ONLY_INT8_BLOCK
-                tmp = work / f"decoder-int{bits}.onnx"
+                tmp = work / f"decoder-int{bits}-weight-only.onnx"
                 quantize.quantize_weight_only(src, tmp, bits=bits, block_size=block)
             else:
                 precision = "int8"
@@ -325,24 +331,30 @@ def make_precision_graphs(
                 else:
                     quantize.quantize_dynamic_int8(src, tmp)
             onnx_graphs.save_onnx(onnx.load(str(tmp)), dst)
-        if cpu_optimized(opts):
-            ort_offline.optimize_for_cpu(dst)
-        trt_file = None
-        if gpu and name == "decoder":  # the graph a device's `engines build` reads (it has no onnx)
-            trt_file = f"{dst.stem}.trt.onnx"
-            onnx_graphs.keep_last_logits(dst, dst.with_name(trt_file))
-        io_spec = (onnx_graphs.vision_io(cfg, float_dtype) if name == "vision"
-                   else onnx_graphs.decoder_io(cfg, float_dtype, opts.decoder_kv_cache))
-        specs[name] = GraphSpec(file=file, precision=precision, inputs=io_spec.inputs, outputs=io_spec.outputs,
-                                opset=opts.opset, trt_file=trt_file, matmuls=matmul_scheme(name, opts))
+            if cpu_optimized(opts):
+                ort_offline.optimize_for_cpu(dst)
+            trt_file = None
+            if gpu and graph == "decoder":  # the graph a device's `engines build` reads (it has no onnx)
+                trt_file = f"{dst.stem}.trt.onnx"
+                onnx_graphs.keep_last_logits(dst, dst.with_name(trt_file))
+            io_spec = (onnx_graphs.vision_io(cfg, float_dtype) if name == "vision"
+                       else onnx_graphs.decoder_io(cfg, float_dtype, opts.decoder_kv_cache))
+            specs[graph] = GraphSpec(file=dst.name, precision=precision, inputs=io_spec.inputs,
+                                     outputs=io_spec.outputs, opset=opts.opset, trt_file=trt_file, matmuls=scheme)
     return specs
+
+
+def bundle_graphs(exported: str, opts: ExportOptions) -> tuple[str, ...]:
+    """The bundle's graphs made from the exported graph ``exported``: the hybrid CPU decoder is two."""
+    hybrid = exported == "decoder" and opts.int8_cpu_decoder == "hybrid"
+    return (exported, STEP_DECODER) if hybrid else (exported,)
 
 
 def matmul_scheme(graph: str, opts: ExportOptions) -> str:
     """How a graph's weight MatMuls compute, as the manifest records it (``GraphSpec.matmuls``)."""
     if opts.precision in ("fp32", "fp16"):
         return "float"
-    if graph == "decoder" and (opts.precision == "int4" or (opts.target == "cpu" and opts.cpu_decoder == "weight-only")):
+    if graph == STEP_DECODER or (graph == "decoder" and (opts.precision == "int4" or opts.int8_cpu_decoder == "weight-only")):
         return "weight-only"
     if opts.target != "cpu":
         return "qdq"
@@ -483,7 +495,9 @@ def export_bundle(
             provenance(checkpoint, opts.opset, opts.exporter, option_record,
                        ort_offline.LEVEL if cpu_optimized(opts) else None), engines,
             embedding_scales=embedding_scales, requires=ort_requirement(tmp, graphs, cpu_optimized(opts)),
-            golden=golden_file, costs=bundle_costs(tmp, graphs["vision"].file, graphs["decoder"].file,
+            # The decoder's cost is a decode step's: the weights the step graph reads, where there is one.
+            golden=golden_file, costs=bundle_costs(tmp, graphs["vision"].file,
+                                                   graphs.get(STEP_DECODER, graphs["decoder"]).file,
                                                    graphs["vision"].inputs[0].name, cfg.vision.image_size),
         )
         write_manifest(tmp, manifest)

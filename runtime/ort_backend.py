@@ -15,6 +15,8 @@ views of ``arange(max_seq)`` / ``ones(max_seq)`` made once. Every generation cal
 included, asks the graph for the last position's logits only (``logits_to_keep = 1``), which land
 in one preallocated row. A shared prefix (prompt text, then a clip's visual tokens) is written by
 its prefill straight into buffers of its own, which later questions read as their past, untouched.
+A bundle with a step graph (``decoder_step``) runs one-token calls on it and longer ones on
+``decoder``, both bound to the same buffers.
 
 Not thread-safe: one decoder runs one generation at a time (the ping/pong buffers are shared).
 """
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from exo2ego_edge.bundle import LOGITS_TO_KEEP, GraphSpec, Manifest, past_names, present_names
+from exo2ego_edge.bundle import LOGITS_TO_KEEP, STEP_DECODER, GraphSpec, Manifest, past_names, present_names
 from exo2ego_edge.runtime.errors import BackendError
 from exo2ego_edge.runtime.kv_cache import CachedDecoder, InPlaceDecoder, KVPrefix, PingPongDecoder
 
@@ -300,6 +302,10 @@ class _OrtDecoder(CachedDecoder):
         spec = manifest.graphs["decoder"]
         d = manifest.decoder
         self.session = _session(bundle / spec.file, providers, threads, spin, options)
+        # A bundle with a step graph runs one-token calls on it (bundle.STEP_DECODER): same
+        # interface, same cache buffers.
+        step = manifest.graphs.get(STEP_DECODER)
+        self.step_session = _session(bundle / step.file, providers, threads, spin, options) if step else self.session
         self.device = _device_of(providers)
         self.max_seq = d.max_seq
         self.vocab = d.vocab_size
@@ -318,7 +324,8 @@ class _OrtDecoder(CachedDecoder):
         self.mask = np.ones((1, self.max_seq), dtype=np.int64)
         self.keep_last = np.ones((), dtype=np.int64)  # logits_to_keep = 1
         self.step_logits = np.empty((1, 1, self.vocab), dtype=self.logits_dtype)
-        self.binding = self.session.io_binding()
+        # (session, its binding) by "is the call one token?"
+        self.runners = {one: (sess, sess.io_binding()) for one, sess in ((False, self.session), (True, self.step_session))}
         # Counters the tests and benchmarks read: graph calls and tokens pushed through them.
         self.calls = 0
         self.tokens_processed = 0
@@ -354,7 +361,7 @@ class _OrtDecoder(CachedDecoder):
         """Bind one call's inputs and outputs and run it. ``out`` None: ORT allocates the present."""
         s = embeds.shape[0]
         total = past_len + s
-        b = self.binding
+        session, b = self.runners[s == 1]
         b.clear_binding_inputs()
         b.clear_binding_outputs()
         past_shapes, past_ptrs, out_shapes, out_ptrs = self._kv_binding(past_len, s, past, out)
@@ -374,7 +381,7 @@ class _OrtDecoder(CachedDecoder):
             else:
                 b.bind_output(name, self.device, 0, self.kv_dtype, out_shapes[i], out_ptrs[i])
         b.bind_output("logits", "cpu", 0, self.logits_dtype, logits.shape, logits.ctypes.data)
-        self.session.run_with_iobinding(b)
+        session.run_with_iobinding(b)
         self._store(past_len, s)
         self.calls += 1
         self.tokens_processed += s

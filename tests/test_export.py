@@ -259,6 +259,50 @@ def test_weight_only_int8_decoder_keeps_parity(work, checkpoint, clips, int8_bun
     assert abs(integer["token_agreement"] - out.manifest.parity["token_agreement"]) <= 0.1, (integer, out.manifest.parity)
 
 
+def _decoder_call(session, embeds: np.ndarray, past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One in-place decoder call on ``session`` after the exact-size ``past``: last logits, new rows."""
+    n, s = past[0].shape[2], embeds.shape[0]
+    feeds = {"inputs_embeds": embeds[None], "attention_mask": np.ones((1, n + s), np.int64),
+             "position_ids": np.arange(n, n + s, dtype=np.int64)[None], "logits_to_keep": np.array(1, np.int64)}
+    names = [i.name for i in session.get_inputs() if i.name.startswith("past_key_values")]
+    logits, *new = session.run(None, {**feeds, **dict(zip(names, past))})
+    return logits[0, -1], new
+
+
+@pytest.mark.isa
+def test_hybrid_int8_decoder_prefills_on_integer_gemms_and_steps_on_weight_only(work, checkpoint, clips):
+    import onnxruntime as ort
+
+    from exo2ego_edge.runtime.ort_backend import OrtBackend
+
+    out = work / "int8-hybrid"
+    result = CliRunner().invoke(cli, ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--int8",
+                                      "--cpu-decoder", "hybrid", "--eval-data", str(clips), "--parity-samples", "2"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    m = load_manifest(out)
+    assert {k: (g.file, g.matmuls) for k, g in m.graphs.items()} == {
+        "vision": ("vision.onnx", "integer-dynamic"), "decoder": ("decoder.onnx", "integer-dynamic"),
+        "decoder_step": ("decoder_step.onnx", "weight-only")}
+    assert m.graphs["decoder_step"].inputs == m.graphs["decoder"].inputs and m.parity["passed"]
+    assert quantize.count_ops(onnx.load(str(out / "decoder_step.onnx"))).get("MatMulInteger", 0) == 0
+    # The runtime: a prefill on decoder.onnx, a one-token step on decoder_step.onnx, one cache.
+    decoder = OrtBackend(out, m, device="cpu", threads=1).decoder
+    embeds = np.random.default_rng(0).standard_normal((6, m.decoder.hidden_size)).astype(np.float32)
+    prefix, prefill = decoder.extend(None, embeds[:5])
+    prefill = prefill.copy()
+    step = decoder.step(decoder.start(prefix), embeds[5:]).copy()
+    integer, weight_only = (ort.InferenceSession(str(out / f), providers=["CPUExecutionProvider"])
+                            for f in ("decoder.onnx", "decoder_step.onnx"))
+    empty = [np.zeros((1, m.decoder.num_kv_heads, 0, m.decoder.head_dim), np.float32)] * (2 * m.decoder.num_layers)
+    want_prefill, rows = _decoder_call(integer, embeds[:5], empty)
+    np.testing.assert_allclose(prefill, want_prefill, rtol=1e-4, atol=1e-4)
+    want_step, _ = _decoder_call(weight_only, embeds[5:], rows)
+    integer_step, _ = _decoder_call(integer, embeds[5:], rows)
+    np.testing.assert_allclose(step, want_step, rtol=1e-4, atol=1e-4)
+    assert np.abs(step - integer_step).max() > 1e-3  # the two graphs do differ: the step graph is what ran
+
+
 def test_no_graph_passes_keeps_the_exporters_graph(work, checkpoint, fp32_bundle):
     out = work / "fp32-as-exported"
     result = CliRunner().invoke(cli, ["export", "--checkpoint", str(checkpoint), "--out", str(out),
@@ -418,6 +462,10 @@ def test_tampered_file_and_newer_format_are_refused(fp32_bundle, tmp_path):
     manifest["format_version"] = 1  # a format-1 bundle (float embeddings, no scales) still loads
     (newer / MANIFEST).write_text(json.dumps(manifest))
     assert load_manifest(newer).embedding_scales is None
+    manifest["graphs"]["audio"] = manifest["graphs"]["vision"]  # a graph this runtime would not run
+    (newer / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"unknown entries \['audio'\]"):
+        load_manifest(newer)
 
 
 def test_parity_failure_writes_nothing_unless_forced(work, checkpoint, caplog):

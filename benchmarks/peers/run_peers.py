@@ -277,7 +277,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--only", nargs="*", help="engines to run (hf optimum genai)")
     ap.add_argument("--precisions", nargs="*", help="precisions to run (fp32 int8 int4)")
-    ap.add_argument("--ours-cpu-decoder", choices=["integer", "weight-only"], default="integer",
+    ap.add_argument("--ours-cpu-decoder", choices=["integer", "weight-only", "hybrid"], default="integer",
                     help="our INT8 decoder, as export's --cpu-decoder [integer]")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)

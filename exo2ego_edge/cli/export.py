@@ -29,10 +29,13 @@ from exo2ego_edge.errors import UserError
 @click.option("--parity-samples", type=int, default=4, show_default=True, help="Clips in the parity check.")
 @click.option("--cpu-activations", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
               help="CPU INT8 vision activations (dynamic measured faster on ORT CPU).")
-@click.option("--cpu-decoder", type=click.Choice(["integer", "weight-only"]), default="integer", show_default=True,
+@click.option("--cpu-decoder", type=click.Choice(["integer", "weight-only", "hybrid"]), default="integer",
+              show_default=True,
               help="CPU INT8 decoder: integer = INT8 weights and activations on the CPU's integer GEMM "
                    "(VNNI / AMX / Arm dot product: much faster prefill), lm_head weight-only; weight-only = "
-                   "MatMulNBits with float activations.")
+                   "MatMulNBits with float activations (faster one-token steps on CPUs without AMX); hybrid = "
+                   "both graphs, integer for prefill and weight-only for decode steps (the decoder's weights "
+                   "twice on disk and in memory).")
 @click.option("--vision-kernels", type=click.Choice(["fused", "standard"]), default=None,
               help="Vision tower: fused = its attention and GELU as ONNX Runtime's one-kernel MultiHeadAttention / "
                    "FastGelu (1.3x faster INT8 vision on edge-0.5b's CPU); standard = plain ONNX ops. "
