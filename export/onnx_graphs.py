@@ -460,6 +460,21 @@ def embedding_table(model: Exo2Ego) -> np.ndarray:
     return model.llm.get_input_embeddings().weight.detach().to(torch.float32).numpy()
 
 
+def rotary_tables(model: Exo2Ego, positions: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The LLM's rotary cos and sin for positions 0 .. ``positions`` - 1 as ONNX Runtime's
+    RotaryEmbedding reads them, (positions, head_dim / 2) float32 each; None for a model whose
+    tables are not the usual two repeated halves (graph_passes then leaves its rotary as exported)."""
+    rotary = getattr(getattr(model.llm, "model", None), "rotary_emb", None)
+    if rotary is None:
+        return None
+    ids = torch.arange(positions)[None]
+    cos, sin = (t[0].to(torch.float32).numpy() for t in rotary(torch.zeros(1, dtype=torch.float32), ids))
+    half = cos.shape[-1] // 2
+    if not (np.array_equal(cos[:, :half], cos[:, half:]) and np.array_equal(sin[:, :half], sin[:, half:])):
+        return None
+    return np.ascontiguousarray(cos[:, :half]), np.ascontiguousarray(sin[:, :half])
+
+
 def keep_last_logits(src: Path, dst: Path) -> bool:
     """Write ``src`` to ``dst`` with the ``logits_to_keep`` input replaced by the constant 1.
 

@@ -129,7 +129,7 @@ class ExportOptions:
             out.append("--kv-cache in-place is exported with the torchscript exporter")
         if self.vision_kernels is not None and self.vision_kernels not in VISION_KERNELS:
             out.append(f"vision kernels '{self.vision_kernels}' is not one of {', '.join(VISION_KERNELS)}")
-        if self.vision_kernels == "fused" and not self._can_fuse_vision:
+        if self.vision_kernels == "fused" and not self.ort_cpu:
             out.append("--vision-kernels fused exports ONNX Runtime's CPU kernels: it needs --target cpu, "
                        "not --fp16, and the torchscript exporter")
         if self.calib_method not in quantize.CALIBRATION_METHODS:
@@ -174,14 +174,16 @@ class ExportOptions:
         return self.kv_cache or ("in-place" if self.target == "cpu" and self.exporter == "torchscript" else "concat")
 
     @property
-    def _can_fuse_vision(self) -> bool:
+    def ort_cpu(self) -> bool:
+        """Whether the graphs may use ONNX Runtime's CPU kernels (contrib ops): a CPU target, not
+        fp16, exported with torchscript."""
         return self.target == "cpu" and self.precision != "fp16" and self.exporter == "torchscript"
 
     @property
     def fused_vision(self) -> bool:
         """Whether the vision graph is exported with ONNX Runtime's fused kernels: as asked, else
         wherever they can run."""
-        return self.vision_kernels == "fused" if self.vision_kernels else self._can_fuse_vision
+        return self.vision_kernels == "fused" if self.vision_kernels else self.ort_cpu
 
     def parity_thresholds(self) -> ParityThresholds:
         return self.thresholds or DEFAULT_THRESHOLDS[self.precision]
@@ -212,9 +214,10 @@ def check_out(out: Path, checkpoint: Path, overwrite: bool) -> None:
 
 
 # --- the builders -------------------------------------------------------------------------------
-def export_fp32_graphs(student: Student, work: Path, opts: ExportOptions) -> dict[str, tuple[Path, GraphIO]]:
+def export_fp32_graphs(student: Student, work: Path, opts: ExportOptions, max_seq: int) -> dict[str, tuple[Path, GraphIO]]:
     """Both graphs in FP32, each in its own folder (a >2 GB export scatters weight files), with
-    graph_passes' rewrites applied."""
+    graph_passes' rewrites applied: for ONNX Runtime's CPU provider also the decoder's rotary as its
+    RotaryEmbedding kernel, with tables for ``max_seq`` positions."""
     import onnx
 
     out = {}
@@ -230,7 +233,8 @@ def export_fp32_graphs(student: Student, work: Path, opts: ExportOptions) -> dic
                                             kv_cache=opts.decoder_kv_cache)
         if opts.graph_passes:
             model = onnx.load(str(path))
-            rewrites = graph_passes.simplify(model, onnx_graphs.probe_feeds(student.model.cfg, name), folder)
+            rotary = onnx_graphs.rotary_tables(student.model, max_seq) if name == "decoder" and opts.ort_cpu else None
+            rewrites = graph_passes.simplify(model, onnx_graphs.probe_feeds(student.model.cfg, name), folder, rotary)
             onnx_graphs.save_onnx(model, path, keep_value_info=True)
             log.info("%s: %s", name, rewrites)
         out[name] = (path, io)
@@ -473,7 +477,7 @@ def export_bundle(
     with (torch.no_grad(), tempfile.TemporaryDirectory(prefix="exo2ego-export-") as work_dir,
           atomic_dir(out, overwrite=opts.overwrite) as tmp):
         work = Path(work_dir)
-        fp32 = export_fp32_graphs(student, work, opts)
+        fp32 = export_fp32_graphs(student, work, opts, max_seq)
         t = done("onnx", t)
         graphs = make_precision_graphs(fp32, tmp, work, student, opts)
         t = done("precision", t)

@@ -311,7 +311,10 @@ def test_no_graph_passes_keeps_the_exporters_graph(work, checkpoint, fp32_bundle
     as_exported = quantize.count_ops(onnx.load(str(out / "decoder.onnx")))
     rewritten = quantize.count_ops(onnx.load(str(fp32_bundle / "decoder.onnx")))
     layers = load_student(checkpoint).model.cfg.llm.num_layers
-    assert as_exported["MatMul"] - rewritten["MatMul"] == 3 * layers  # q, k, v -> 1 and gate, up -> 1
+    # q, k, v -> 1 and gate, up -> 1; the rotary tables' product (inverse frequencies x positions)
+    # now made at export, and applied by one RotaryEmbedding per query and key
+    assert as_exported["MatMul"] - rewritten["MatMul"] == 3 * layers + 1
+    assert rewritten["RotaryEmbedding"] == 2 * layers and "RotaryEmbedding" not in as_exported
     assert as_exported["Shape"] > rewritten["Shape"] and "Split" not in as_exported
     assert load_manifest(out).provenance["options"]["graph_passes"] is False and load_manifest(out).parity["passed"]
 

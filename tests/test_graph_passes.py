@@ -14,6 +14,7 @@ from helpers.students import tiny_config
 from onnx import TensorProto, helper, numpy_helper
 
 from exo2ego_edge.bundle import KV_CACHES
+from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import graph_passes, onnx_graphs
 from exo2ego_edge.model import Exo2Ego
 
@@ -39,16 +40,22 @@ def assert_same_outputs(before: str, after: onnx.ModelProto, feeds: list[dict[st
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("rotary", [False, True], ids=["rotary-as-exported", "rotary-fused"])
 @pytest.mark.parametrize("kv_cache", KV_CACHES)
-def test_decoder_keeps_its_outputs_with_fused_projections_and_no_per_layer_shape_chains(model, tmp_path, kv_cache):
+def test_decoder_keeps_its_outputs_with_fused_projections_and_no_per_layer_shape_chains(model, tmp_path, kv_cache, rotary):
     path = tmp_path / "decoder.onnx"
     io = onnx_graphs.export_decoder(model, path, kv_cache=kv_cache)
     proto = onnx.load(str(path))
     before = Counter(n.op_type for n in proto.graph.node)
-    done = graph_passes.simplify(proto, onnx_graphs.probe_feeds(model.cfg, "decoder"), tmp_path)
+    tables = onnx_graphs.rotary_tables(model, model.cfg.llm.max_position_embeddings) if rotary else None
+    done = graph_passes.simplify(proto, onnx_graphs.probe_feeds(model.cfg, "decoder"), tmp_path, tables)
     onnx.checker.check_model(proto)
     layers = model.cfg.llm.num_layers
     assert done["fused_matmuls"] == 5 * layers  # q, k, v and gate, up
+    ops = Counter(n.op_type for n in proto.graph.node)
+    # rotate_half's Slice, Neg and Concat for q and k of every layer, or one RotaryEmbedding each
+    assert (done["fused_rotary"], ops["RotaryEmbedding"], ops["Neg"]) == ((2 * layers, 2 * layers, 0) if rotary
+                                                                          else (0, 0, 2 * layers))
     named = Counter((n.op_type, n.name.split("/")[-2]) for n in proto.graph.node if "+" in n.name)
     assert named[("MatMul", "q_proj+k_proj+v_proj")] == named[("MatMul", "gate_proj+up_proj")] == layers
     assert named[("Add", "q_proj+k_proj+v_proj")] == layers  # one bias Add, which ORT folds into the GEMM
@@ -59,6 +66,14 @@ def test_decoder_keeps_its_outputs_with_fused_projections_and_no_per_layer_shape
     feeds = [dict(zip(io.input_names, (t.numpy() for t in onnx_graphs.decoder_example(model.cfg, *p))))
              for p in UNPROBED_DECODER]
     assert_same_outputs(str(path), proto, feeds)
+
+
+def test_rotary_tables_that_do_not_match_the_graph_are_refused(model, tmp_path):
+    path = tmp_path / "decoder.onnx"
+    onnx_graphs.export_decoder(model, path, kv_cache="in-place")
+    cos, sin = onnx_graphs.rotary_tables(model, model.cfg.llm.max_position_embeddings)
+    with pytest.raises(UserError, match="--no-graph-passes"):
+        graph_passes.simplify(onnx.load(str(path)), onnx_graphs.probe_feeds(model.cfg, "decoder"), tmp_path, (sin, cos))
 
 
 def test_vision_keeps_its_outputs_with_fused_kernels(model, tmp_path):
@@ -133,8 +148,6 @@ def test_joins_matmuls_on_one_input_but_not_a_shared_weight(tmp_path):
 
 
 def test_a_rewrite_that_changes_an_output_is_refused(tmp_path, monkeypatch):
-    from exo2ego_edge.errors import UserError
-
     proto = shape_graph()
     monkeypatch.setattr(graph_passes, "_reshape_target", lambda pairs: np.array([0, 0, 4, 2], np.int64))
     probes = [{"x": np.ones((b, s, 8), np.float32)} for b, s in ((1, 3), (2, 5))]
