@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--name", required=True, help="results file stem")
+    p.add_argument("--note", default="", help="a sentence for the report: how the two bundles were made")
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     from exo2ego_edge.bundle import load_manifest
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
              f"{made_by('decode_ab.py', argv)}. {args.threads} threads, {args.steps} steps per bundle and context "
              f"after {args.warmup} warm-up, the two bundles' steps alternating in one process. CPU: {cpu_model()} "
              f"({os.cpu_count()} cores; int8 instructions: {', '.join(int8_isa() or ['unknown'])}).", "",
-             f"Decoder graphs (weight products): {a} {decoders[a]}, {b} {decoders[b]}.", "",
+             f"Decoder graphs (weight products): {a} {decoders[a]}, {b} {decoders[b]}. {args.note}".rstrip(), "",
              f"| context | {a} p50 ms/token | {b} p50 ms/token | {b} speed-up (median of step pairs) | p10-p90 |",
              "|---:|---:|---:|---:|---|"]
     for r in rows:
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     (args.results / f"{args.name}.json").write_text(json.dumps(
-        {"bundles": dict(zip(labels, map(str, args.bundles))), "decoders": decoders, "threads": args.threads,
+        {"bundles": dict(zip(labels, map(str, args.bundles))), "note": args.note, "decoders": decoders, "threads": args.threads,
          "steps": args.steps, "cpu": cpu_model(), "int8_isa": int8_isa(), "rows": rows}, indent=1) + "\n")
     print("\n".join(lines))
 
