@@ -7,7 +7,8 @@ Runs the graph as the runtime does, with ``enable_profiling``, and sums kernel t
 the runs (the first run is dropped: it pays one-off allocation):
 
 - ``decode``: one token after a KV cache of ``--size`` positions (default 300), the last position's
-  logits, in the cache layout the manifest gives (concat or in-place);
+  logits, in the cache layout the manifest gives (concat or in-place), on the step graph where the
+  bundle has one;
 - ``prefill``: ``--size`` new tokens (default 448: 8 frames of edge-0.5b and a question) after an
   empty cache;
 - ``vision``: ``--size`` frames (default 8) through the vision graph.
@@ -73,7 +74,7 @@ def genai_decode_feeds(folder: Path, size: int) -> dict[str, np.ndarray]:
 def profile(bundle: Path, stage: str, size: int, runs: int, threads: int | None) -> dict:
     import onnxruntime as ort
 
-    from exo2ego_edge.bundle import load_manifest
+    from exo2ego_edge.bundle import STEP_DECODER, load_manifest
     from exo2ego_edge.runtime.ort_backend import session_options
 
     if (bundle / "genai_config.json").is_file():
@@ -83,7 +84,10 @@ def profile(bundle: Path, stage: str, size: int, runs: int, threads: int | None)
         feeds = genai_decode_feeds(bundle, size)
     else:
         manifest = load_manifest(bundle)
-        spec = manifest.graphs["vision" if stage == "vision" else "decoder"]
+        # a hybrid bundle decodes on its step graph (bundle.STEP_DECODER)
+        graphs = manifest.graphs
+        spec = (graphs["vision"] if stage == "vision"
+                else graphs.get(STEP_DECODER, graphs["decoder"]) if stage == "decode" else graphs["decoder"])
         graph, precision, matmuls = spec.file, spec.precision, spec.matmuls
         feeds = stage_feeds(manifest, stage, size)
     with tempfile.TemporaryDirectory(prefix="ortprof-") as tmp:
