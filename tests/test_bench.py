@@ -140,6 +140,10 @@ def test_cli_refuses_ambiguous_input():
 
     result = CliRunner().invoke(cli, ["bench"])
     assert result.exit_code != 0
+    # a decoder choice is an export option: it needs a bundle bench builds, at INT8
+    for args in (["--bundle", "b"], ["--preset", "egosim-tiny", "--precision", "int4"]):
+        result = CliRunner().invoke(cli, ["bench", *args, "--cpu-decoder", "hybrid"])
+        assert result.exit_code != 0 and "--cpu-decoder chooses the decoder of a --preset bundle" in str(result.exception)
 
 
 def test_bench_runs_without_torch(tiny_bundle, small_clip, tmp_path):

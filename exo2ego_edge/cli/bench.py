@@ -38,6 +38,8 @@ def _positive_ints(ctx, param, value: str | None) -> list[int] | None:
               help="Precision of the --preset bundle.")
 @click.option("--llm-layers", type=int, help="--preset only: fewer decoder layers at the same width (a reduced variant).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="--preset only: where built bundles are cached.")
+@click.option("--cpu-decoder", type=click.Choice(["integer", "weight-only", "hybrid"]),
+              help="--preset only, with --precision int8: the CPU INT8 decoder, as export's --cpu-decoder [integer].")
 @click.option("--backend", type=click.Choice(["auto", "ort", "tensorrt"]), default="auto", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True,
               help="ONNX Runtime provider for --backend ort.")
@@ -59,7 +61,7 @@ def _positive_ints(ctx, param, value: str | None) -> list[int] | None:
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as Markdown.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG chart (needs matplotlib).")
 def bench(bundle: Path | None, preset: str | None, precision: str, llm_layers: int | None, cache_dir: Path | None,
-          backend: str, device: str, threads: int | None, frames: list[int] | None, prompt_tokens: int, new_tokens: int,
+          cpu_decoder: str | None, backend: str, device: str, threads: int | None, frames: list[int] | None, prompt_tokens: int, new_tokens: int,
           runs: int, warmup: int, video: str | None, video_decoder: str, contexts: list[int], no_roofline: bool, os_reserve_gb: float,
           json_path: Path | None, md_path: Path | None, plot_path: Path | None) -> None:
     """Latency benchmark of a bundle: per-stage p50/p90/p99, tokens/s, frames/s, memory, power,
@@ -73,9 +75,12 @@ def bench(bundle: Path | None, preset: str | None, precision: str, llm_layers: i
 
     if (bundle is None) == (preset is None):
         raise UserError("bench needs exactly one of --bundle or --preset")
+    if cpu_decoder is not None and (preset is None or precision != "int8"):
+        raise UserError("--cpu-decoder chooses the decoder of a --preset bundle at --precision int8")
     if bundle is None:
         frames = frames or list(DEFAULT_FRAMES)
-        bundle = _build_preset(preset, precision, llm_layers, cache_dir, max(frames))
+        options = {"cpu_decoder": cpu_decoder} if cpu_decoder else {}
+        bundle = _build_preset(preset, precision, llm_layers, cache_dir, max(frames), options)
     elif frames is None:
         from exo2ego_edge.bundle import read_manifest
 
@@ -114,13 +119,15 @@ def bench(bundle: Path | None, preset: str | None, precision: str, llm_layers: i
         raise UserError(f"nothing was measured ({reasons})")
 
 
-def _build_preset(preset: str, precision: str, llm_layers: int | None, cache_dir: Path | None, max_frames: int) -> Path:
+def _build_preset(preset: str, precision: str, llm_layers: int | None, cache_dir: Path | None, max_frames: int,
+                  options: dict[str, str]) -> Path:
     try:
         from exo2ego_edge.export.random_bundle import build_random_bundle
     except ImportError as e:
         raise UserError(f"--preset builds a bundle with the exporter, which needs the export extra ({e.name} is missing); "
                         "pass --bundle instead") from None
-    return build_random_bundle(preset, precision, llm_layers=llm_layers, cache_dir=cache_dir, max_frames=max_frames)
+    return build_random_bundle(preset, precision, llm_layers=llm_layers, cache_dir=cache_dir, max_frames=max_frames,
+                               **options)
 
 
 def _write(path: Path, text: str) -> None:
