@@ -184,6 +184,9 @@ class InPlaceCache:
     def __init__(self, past: tuple[torch.Tensor, ...]):
         self.past = past
         self.present: list[torch.Tensor] = [None] * len(past)
+        # Every layer's cache has the same length C: read once, the graph computes it once (per
+        # layer it was a Shape -> Gather -> Unsqueeze chain that ONNX Runtime ran at every step).
+        self.length = past[0].shape[2]
 
 
 def in_place_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -206,7 +209,7 @@ def in_place_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
     scores = (scores * scaling).reshape(b, heads, s, -1) + attention_mask  # (B, H, S, C + S)
     probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     probs = probs.reshape(b, groups, heads // groups * s, -1)
-    past = past_key.shape[2]
+    past = in_place_cache.length
     out = torch.matmul(probs[..., :past], past_value) + torch.matmul(probs[..., past:], value)
     return out.reshape(b, heads, s, head_dim).transpose(1, 2).contiguous(), None
 
