@@ -17,7 +17,7 @@ from exo2ego_edge.cli import main
 from exo2ego_edge.runtime import BackendError, BundleError, PromptError, Runtime, Sampling
 from exo2ego_edge.runtime.generate import TokenPicker, generate
 from helpers.imports import blocking_site
-from helpers.students import QUESTIONS, frames_of
+from helpers.students import QUESTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 
