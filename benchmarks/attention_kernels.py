@@ -132,10 +132,10 @@ def main(argv: list[str] | None = None) -> None:
             binding.bind_cpu_input("qkv", qkv)
             binding.bind_cpu_input("seqlens_k", np.array([context], np.int32))
             binding.bind_cpu_input("total_length", np.array(context + 1, np.int32))
+            binding.bind_output("out", "cpu")  # first: copy_outputs_to_cpu()[0]
             for name, buffer in zip(("key", "value"), past):  # one buffer: the new row is written in place
                 binding.bind_input(f"past_{name}", "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
                 binding.bind_output(f"present_{name}", "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
-            binding.bind_output("out", "cpu")
             sessions["gqa"].run_with_iobinding(binding)  # the same arithmetic: both give one output
             differ = float(np.abs(sessions["ours"].run(None, ours_feeds)[0] - binding.copy_outputs_to_cpu()[0]).max())
             runs = {"ours": lambda: sessions["ours"].run(None, ours_feeds),
