@@ -154,6 +154,35 @@ def test_in_place_and_concat_caches_answer_alike(runtime, concat_runtime, clips,
     assert loads == [first_prefix] * 3
 
 
+def test_kept_cache_bindings_give_the_logits_of_bindings_made_at_every_call(runtime, clips, monkeypatch):
+    """The decoder rebinds its cache only when a buffer or shape changes (ort_backend._bind): over
+    steps that grow the cache past a chunk, and a second generation on the same rows, the logits
+    are those of a decoder that rebinds everything at every call."""
+    decoder, prompt = runtime.decoder, runtime.prompt
+    prefix = runtime.session(clips[0]).kv_prefix
+    tokens = prompt.embed(list(range(3, 3 + decoder.CHUNK + 8)))
+
+    def generate() -> list[np.ndarray]:
+        out = []
+        for first in (0, 5):  # two generations from the prefix: the second starts on rows the first wrote
+            state = decoder.start(prefix)
+            out += [decoder.step(state, tokens[i : i + 1]).copy() for i in range(first, len(tokens))]
+        return out
+
+    kept = generate()
+    assert decoder.capacity > prefix.length + decoder.CHUNK  # the cache grew during the steps
+    bind = decoder._bind
+
+    def rebinding(*args, **kwargs):
+        decoder.bound = {False: None, True: None}  # forget what is bound: everything is bound anew
+        return bind(*args, **kwargs)
+
+    monkeypatch.setattr(decoder, "_bind", rebinding)
+    fresh = generate()
+    for got, want in zip(kept, fresh, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_in_place_cache_refuses_a_generation_another_call_overwrote(runtime, clips):
     decoder, prompt = runtime.decoder, runtime.prompt
     prefix = runtime.session(clips[0]).kv_prefix
