@@ -42,6 +42,8 @@ def ours(decoder: Path, layer: int, folder: Path) -> tuple[Path, list[str]]:
              f"past_key_values.{layer}.value": TensorProto.FLOAT}
     output = f"{a}/Reshape_7_output_0"
     model = onnx.load(str(decoder))
+    # Cut by hand: onnx.utils.extract_model wants value_info for the cut's names, which the
+    # exported graph does not keep.
     producer = {o: n for n in model.graph.node for o in n.output}
     nodes, stack, seen = [], [output], set()
     while stack:  # the nodes between the inputs above and the output, walked back from the output

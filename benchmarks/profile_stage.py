@@ -74,7 +74,7 @@ def genai_decode_feeds(folder: Path, size: int) -> dict[str, np.ndarray]:
 def profile(bundle: Path, stage: str, size: int, runs: int, threads: int | None) -> dict:
     import onnxruntime as ort
 
-    from exo2ego_edge.bundle import STEP_DECODER, load_manifest
+    from exo2ego_edge.bundle import decode_graph, load_manifest
     from exo2ego_edge.runtime.ort_backend import session_options
 
     if (bundle / "genai_config.json").is_file():
@@ -84,10 +84,8 @@ def profile(bundle: Path, stage: str, size: int, runs: int, threads: int | None)
         feeds = genai_decode_feeds(bundle, size)
     else:
         manifest = load_manifest(bundle)
-        # a hybrid bundle decodes on its step graph (bundle.STEP_DECODER)
         graphs = manifest.graphs
-        spec = (graphs["vision"] if stage == "vision"
-                else graphs.get(STEP_DECODER, graphs["decoder"]) if stage == "decode" else graphs["decoder"])
+        spec = {"vision": graphs["vision"], "decode": decode_graph(graphs), "prefill": graphs["decoder"]}[stage]
         graph, precision, matmuls = spec.file, spec.precision, spec.matmuls
         feeds = stage_feeds(manifest, stage, size)
     with tempfile.TemporaryDirectory(prefix="ortprof-") as tmp:

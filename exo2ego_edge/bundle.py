@@ -69,6 +69,11 @@ KEPT = "kept_sequence"  # positions the logits cover: min(logits_to_keep, sequen
 STEP_DECODER = "decoder_step"  # the optional graph for one-token decoder calls
 
 
+def decode_graph(graphs: dict[str, GraphSpec]) -> GraphSpec:
+    """The graph one-token decoder calls run on: the step graph where the bundle has one."""
+    return graphs.get(STEP_DECODER, graphs["decoder"])
+
+
 def past_names(num_layers: int) -> list[str]:
     return [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
 

@@ -225,8 +225,7 @@ def _shape_only_nodes(graph: onnx.GraphProto) -> set[int]:
 
 
 def _is_reshape_target(node: onnx.NodeProto, i: int) -> bool:
-    allowzero = next((a.i for a in node.attribute if a.name == "allowzero"), 0)
-    return node.op_type == "Reshape" and i == 1 and not allowzero
+    return node.op_type == "Reshape" and i == 1 and not _attribute(node, "allowzero")
 
 
 def _evaluate(model: onnx.ModelProto, names: list[str], probes: list[dict[str, np.ndarray]], work: Path) -> list[dict]:
@@ -294,16 +293,18 @@ def fuse_rotary(model: onnx.ModelProto, cos: np.ndarray, sin: np.ndarray) -> int
         return 0
     tables = [numpy_helper.from_array(t.astype(np.float32), f"rotary.{n}_cache") for t, n in ((cos, "cos"), (sin, "sin"))]
     graph.initializer.extend(tables)
+    targets = {heads: numpy_helper.from_array(np.array([0, 0, heads, 2 * cos.shape[1]], np.int64), f"rotary.{heads}_heads")
+               for _, heads in matches.values()}  # the head split after the kernel: one per head count
+    graph.initializer.extend(targets.values())
     shapes = {v.name: v for v in graph.value_info}
-    rebuilt = []  # the exported graph is float32 at this stage, as are the tables
+    rebuilt = []
     for k, node in enumerate(graph.node):
         if k not in matches:
             rebuilt.append(node)
             continue
         source, heads = matches[k]
         base = node.name.rsplit("/", 1)[0] + f"/RotaryEmbedding_{k}"
-        target = numpy_helper.from_array(np.array([0, 0, heads, 2 * cos.shape[1]], np.int64), f"{base}.heads")
-        graph.initializer.append(target)
+        target = targets[heads]
         rebuilt += [
             helper.make_node("RotaryEmbedding", [source, ROTARY_INPUT, tables[0].name, tables[1].name],
                              [f"{base}_output_0"], name=base, domain="com.microsoft", num_heads=heads, interleaved=0),
@@ -312,7 +313,8 @@ def fuse_rotary(model: onnx.ModelProto, cos: np.ndarray, sin: np.ndarray) -> int
             helper.make_node("Transpose", [f"{base}/Reshape_output_0"], [node.output[0]], name=f"{base}/Transpose",
                              perm=[0, 2, 1, 3]),
         ]
-        # Shape inference stops at a contrib op: the quantizers need the type of what follows it.
+        # Shape inference stops at a contrib op: the quantizers need the type of what follows it
+        # (float32: the exported graph at this stage, like the tables).
         rotated = (helper.make_value_info(f"{base}_output_0", shapes[source].type) if source in shapes
                    else helper.make_tensor_value_info(f"{base}_output_0", onnx.TensorProto.FLOAT, None))
         graph.value_info.append(rotated)

@@ -42,7 +42,7 @@ import numpy as np
 from exo2ego_edge.atomic import atomic_dir, check_writable
 from exo2ego_edge.bundle import (
     EMBEDDING_INT4_BLOCK, KV_CACHES, LOGITS_TO_KEEP, MANIFEST, STEP_DECODER, GraphSpec, Manifest, TensorSpec,
-    past_names, write_manifest,
+    decode_graph, past_names, write_manifest,
 )
 from exo2ego_edge.errors import UserError
 from exo2ego_edge.export import graph_passes, onnx_graphs, ort_offline, quantize
@@ -499,9 +499,8 @@ def export_bundle(
             provenance(checkpoint, opts.opset, opts.exporter, option_record,
                        ort_offline.LEVEL if cpu_optimized(opts) else None), engines,
             embedding_scales=embedding_scales, requires=ort_requirement(tmp, graphs, cpu_optimized(opts)),
-            # The decoder's cost is a decode step's: the weights the step graph reads, where there is one.
-            golden=golden_file, costs=bundle_costs(tmp, graphs["vision"].file,
-                                                   graphs.get(STEP_DECODER, graphs["decoder"]).file,
+            # The decoder's cost is a decode step's: the weights of the graph steps run on.
+            golden=golden_file, costs=bundle_costs(tmp, graphs["vision"].file, decode_graph(graphs).file,
                                                    graphs["vision"].inputs[0].name, cfg.vision.image_size),
         )
         write_manifest(tmp, manifest)

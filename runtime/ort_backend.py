@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from exo2ego_edge.bundle import LOGITS_TO_KEEP, STEP_DECODER, GraphSpec, Manifest, past_names, present_names
+from exo2ego_edge.bundle import LOGITS_TO_KEEP, GraphSpec, Manifest, decode_graph, past_names, present_names
 from exo2ego_edge.runtime.errors import BackendError
 from exo2ego_edge.runtime.kv_cache import CachedDecoder, InPlaceDecoder, KVPrefix, PingPongDecoder
 
@@ -304,8 +304,8 @@ class _OrtDecoder(CachedDecoder):
         self.session = _session(bundle / spec.file, providers, threads, spin, options)
         # A bundle with a step graph runs one-token calls on it (bundle.STEP_DECODER): same
         # interface, same cache buffers.
-        step = manifest.graphs.get(STEP_DECODER)
-        self.step_session = _session(bundle / step.file, providers, threads, spin, options) if step else self.session
+        step = decode_graph(manifest.graphs)
+        self.step_session = self.session if step is spec else _session(bundle / step.file, providers, threads, spin, options)
         self.device = _device_of(providers)
         self.max_seq = d.max_seq
         self.vocab = d.vocab_size
