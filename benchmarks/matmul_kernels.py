@@ -1,9 +1,9 @@
 """The decoder's weight MatMuls, kernel by kernel: what each CPU kernel can do for decode and prefill.
 
 For each kernel the exporter can choose, one ONNX graph holds every weight product of the edge-0.5b
-decoder in order (per layer q, k, v, o, gate, up, down, joined by the Mul / Add / LayerNorm that
-keep values bounded; the lm_head once, on the last position, since the runtime asks for that
-position's logits only) and nothing else: no attention, no KV cache, no rotary. It runs at M = 1
+decoder in order (per layer q/k/v as one product, o, gate/up as one, down, as the export writes
+them, joined by the Split / Mul / Add / LayerNorm that keep values bounded; the lm_head once, on
+the last position, since the runtime asks for that position's logits only) and nothing else: no attention, no KV cache, no rotary. It runs at M = 1
 (one decoded token) and M = the prefill length. That is the floor a whole decoder graph can reach
 with the kernel: decode ms/token against the memory roofline (weight bytes / STREAM copy
 bandwidth), prefill GFLOP/s against the best kernel. Rounds are interleaved (every graph once per
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from made_by import commit
+from made_by import made_by
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -76,13 +76,20 @@ def chain_model(kern: Kernel, preset: str):
         inits.extend(weights)
         return y
 
+    def split(x: str, sizes: list[int]) -> list[str]:
+        outs = [f"{x}.{j}" for j in range(len(sizes))]
+        inits.append(numpy_helper.from_array(np.array(sizes, np.int64), f"{x}.sizes"))
+        nodes.append(helper.make_node("Split", [x, f"{x}.sizes"], outs, axis=-1))
+        return outs
+
     x = "x"
-    for i in range(llm.num_layers):
-        q = product(x, f"l{i}.q", d, d)
-        for name in ("k", "v"):  # read by attention in a real decoder: graph outputs here
-            outputs.append(helper.make_tensor_value_info(product(x, f"l{i}.{name}", d, kv), TensorProto.FLOAT, ["M", kv]))
+    for i in range(llm.num_layers):  # q/k/v and gate/up each one product, as the export's graph passes write them
+        q, k, v = split(product(x, f"l{i}.qkv", d, d + 2 * kv), [d, kv, kv])
+        for name in (k, v):  # read by attention in a real decoder: graph outputs here
+            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["M", kv]))
         o = product(q, f"l{i}.o", d, d)
-        nodes.append(helper.make_node("Mul", [product(x, f"l{i}.gate", d, inter), product(x, f"l{i}.up", d, inter)], [f"l{i}.h"]))
+        gate, up = split(product(x, f"l{i}.gate_up", d, 2 * inter), [inter, inter])
+        nodes.append(helper.make_node("Mul", [gate, up], [f"l{i}.h"]))
         nodes.append(helper.make_node("Add", [o, product(f"l{i}.h", f"l{i}.down", inter, d)], [f"l{i}.sum"]))
         nodes.append(helper.make_node("LayerNormalization", [f"l{i}.sum", "gamma"], [f"l{i}.out"], axis=-1))
         x = f"l{i}.out"
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--name", default="matmul_kernels", help="results file stem")
     args = p.parse_args(argv)
     import onnxruntime as ort
 
@@ -140,8 +148,8 @@ def main(argv: list[str] | None = None) -> None:
                      "roofline": bound / decode, "prefill_ms": prefill, "prefill_gflops": flops / prefill / 1e6})
     base = next(r for r in rows if r["kernel"] == WEIGHT_ONLY_INT8.label)
     lines = [f"# Decoder weight MatMuls by kernel ({args.preset}, {layers} layers)", "",
-             f"Made on {time.strftime('%Y-%m-%d')} at commit {commit()} by `benchmarks/matmul_kernels.py` "
-             f"(defaults: prefill {args.prefill} tokens, {args.threads} threads, {args.rounds} interleaved rounds, "
+             f"{made_by('matmul_kernels.py', argv)} "
+             f"(prefill {args.prefill} tokens, {args.threads} threads, {args.rounds} interleaved rounds, "
              f"medians). CPU: {cpu_model()} ({os.cpu_count()} cores; int8 instructions: {', '.join(int8_isa() or ['unknown'])}); "
              f"onnxruntime {ort.__version__}; {platform.machine()}. "
              f"Roofline: weight bytes / {bandwidth.best_gbps:.1f} GB/s (STREAM copy, same run).", "",
@@ -155,8 +163,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"{base['decode_ms'] / r['decode_ms']:.2f}x | {r['prefill_ms']:.0f} | {r['prefill_gflops']:.0f} | "
                      f"{base['prefill_ms'] / r['prefill_ms']:.2f}x |")
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "matmul_kernels.md").write_text("\n".join(lines) + "\n")
-    (args.results / "matmul_kernels.json").write_text(json.dumps(
+    (args.results / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    (args.results / f"{args.name}.json").write_text(json.dumps(
         {"preset": args.preset, "prefill": args.prefill, "threads": args.threads, "cpu": cpu_model(),
          "int8_isa": int8_isa(), "bandwidth_gbps": bandwidth.best_gbps, "rows": rows}, indent=1) + "\n")
     print("\n".join(lines))

@@ -168,12 +168,14 @@ def weight_product(kind: str, x: str, y: str, k: int, n: int, rng: np.random.Gen
 
 
 def cpu_session(model, threads: int):
-    """An ONNX Runtime CPU session of an in-memory model (IR 8: readable by every ORT we support)."""
+    """An ONNX Runtime CPU session of an in-memory model (IR 8: readable by every ORT we support),
+    with the runtime's session options (no spinning), so a ceiling is measured as bundles run."""
     import onnxruntime as ort
 
+    from exo2ego_edge.runtime.ort_backend import session_options
+
     model.ir_version = 8
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
+    opts = session_options(threads)
     opts.log_severity_level = 3
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
