@@ -31,7 +31,7 @@ import numpy as np
 from exo2ego_edge.runtime.errors import SourceError, VideoError
 from exo2ego_edge.runtime.generate import GREEDY, Sampling
 from exo2ego_edge.runtime.session import Answer, Runtime, Session
-from exo2ego_edge.runtime.video import to_model_frame
+from exo2ego_edge.runtime.video import thread_type, to_model_frame
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def _pyav_frames(src: str, size: int, interval: float, paced: bool, timeout_s: f
         container.close()
         raise SourceError(f"{src}: has no video stream")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
+    stream.thread_type = thread_type(stream.codec_context.name)
     return _paced(container, stream, src, size, interval, paced)
 
 

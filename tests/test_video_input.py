@@ -171,14 +171,19 @@ def write_x264(path: Path, frames: list[np.ndarray], fps: int, params: str) -> P
     return path
 
 
+@pytest.mark.parametrize("threads", ["SLICE", "AUTO"])
 @pytest.mark.parametrize("params", ["bframes=3", "keyint=6:open-gop=1:bframes=3", "keyint=4:bframes=0"])
-def test_frames_skipped_by_the_decoder_are_never_the_ones_shown(tmp_path, params):
+def test_frames_skipped_by_the_decoder_are_never_the_ones_shown(tmp_path, monkeypatch, params, threads):
     """The sampler leaves unreferenced frames undecoded (skip_frame) and jumps to the keyframe before
     the next frame it shows: every sampled frame must still be the one on screen at its time, as a
-    full decode shows it (B-frames, one keyframe; open GOPs every 6 frames; I/P every 4)."""
+    full decode shows it (B-frames, one keyframe; open GOPs every 6 frames; I/P every 4), with
+    slice threads and with frame threads (frames in flight when skip_frame changes per packet)."""
     import av
 
+    from exo2ego_edge.runtime import video
     from exo2ego_edge.runtime.video import _plan, sample_times, to_model_frame
+
+    monkeypatch.setattr(video, "thread_type", lambda codec: threads)
 
     base = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     frames = [np.roll(base, 2 * i, axis=1) for i in range(45)]  # smooth motion: the encoder picks B-frames
