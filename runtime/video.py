@@ -53,9 +53,9 @@ VIDEO_DECODERS = ("auto", "software", "nvdec")
 
 def thread_type(codec: str) -> str:
     """FFmpeg's decoder threading for a ``codec`` stream. Frame + slice threads (AUTO) keep several
-    frames in flight. With two cores, H.264 decoded 1.2x faster on slice threads alone, while HEVC
-    decoded 1.5x faster on AUTO (benchmarks/results/video_threads.md), so only H.264 on at most two
-    cores gets slice threads."""
+    frames in flight. With two cores, H.264 clips sampled 1.1-1.5x faster on slice threads alone,
+    while HEVC decoded as fast or faster on AUTO (benchmarks/results/video_threads.md), so only
+    H.264 on at most two cores gets slice threads."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return "SLICE" if codec == "h264" and cores <= 2 else "AUTO"
 
