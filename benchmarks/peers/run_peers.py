@@ -213,9 +213,23 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def decoder_matmuls(manifest) -> str:
+    """The decoder's weight MatMuls as its manifest records them, and its one-token graph's where
+    it has one (``--cpu-decoder hybrid``)."""
+    from exo2ego_edge.bundle import STEP_DECODER
+
+    graphs = manifest.graphs
+    steps = f", steps {graphs[STEP_DECODER].matmuls}" if STEP_DECODER in graphs else ""
+    return graphs["decoder"].matmuls + steps
+
+
 def int8_scheme(report: dict[str, Any]) -> str:
-    if report.get("ours_decoders", {}).get("ours-int8") == "weight-only":
+    ours = report.get("ours_decoders", {}).get("ours-int8", "")
+    if ours == "weight-only":
         return "INT8 with `--cpu-decoder weight-only`: MatMulNBits 8-bit, block 128"
+    if "steps" in ours:
+        return ("INT8 with `--cpu-decoder hybrid`: prefill on the CPU's integer GEMM, one-token steps on "
+                "MatMulNBits 8-bit, block 128")
     return "INT8: layers on the CPU's integer GEMM, lm_head weight-only"
 
 
@@ -358,7 +372,7 @@ def _report(args, facts: dict[str, Any], models: dict[str, Path], results: list[
                    "runs": args.runs, "warmup": args.warmup, "threads": args.threads,
                    "ours_prefix_tokens": facts["prefix_tokens"] or 0},
         "model_bytes": model_bytes,
-        "ours_decoders": {k: load_manifest(v).graphs["decoder"].matmuls for k, v in models.items() if k.startswith("ours-")},
+        "ours_decoders": {k: decoder_matmuls(load_manifest(v)) for k, v in models.items() if k.startswith("ours-")},
         "pairs": results,
         "machine": machine_line(),
     }
