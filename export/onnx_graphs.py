@@ -204,9 +204,9 @@ def in_place_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
     in_place_cache.present[2 * layer], in_place_cache.present[2 * layer + 1] = key, value
     b, heads, s, head_dim = query.shape
     groups = key.shape[1]
-    q = query.reshape(b, groups, -1, head_dim)  # (B, KV, group * S, hd)
+    q = query.reshape(b, groups, -1, head_dim) * scaling  # (B, KV, group * S, hd), scaled: see below
     scores = torch.cat([torch.matmul(q, past_key.transpose(2, 3)), torch.matmul(q, key.transpose(2, 3))], dim=-1)
-    scores = (scores * scaling).reshape(b, heads, s, -1) + attention_mask  # (B, H, S, C + S)
+    scores = scores.reshape(b, heads, s, -1) + attention_mask  # (B, H, S, C + S)
     probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     probs = probs.reshape(b, groups, heads // groups * s, -1)
     past = in_place_cache.length
@@ -247,13 +247,15 @@ def grouped_query_attention(module: nn.Module, query: torch.Tensor, key: torch.T
     (``repeat_kv``): in the graph, an Expand + Reshape that copies the whole cache of every layer on
     every decode step (7x the cache on Qwen2-0.5B's 14 query / 2 KV heads). Query head
     ``h = g * group + r`` belongs to KV head ``g`` (``repeat_kv``'s order), which is exactly what
-    viewing (B, H, S, hd) as (B, KV, group * S, hd) gives. Same arithmetic as eager attention:
-    scores scaled after the product, softmax in float32.
+    viewing (B, H, S, hd) as (B, KV, group * S, hd) gives. Eager attention's arithmetic, softmax in
+    float32, but the queries are scaled before the product instead of the scores after it: one
+    multiply over S x hd values instead of S x T (a prefill's scores are the larger by far), and
+    the same result where the scale is a power of two (1/8 for 64-wide heads).
     """
     b, heads, _, head_dim = query.shape
     groups = key.shape[1]
-    q = query.reshape(b, groups, -1, head_dim)  # (B, KV, group * S, hd)
-    scores = torch.matmul(q, key.transpose(2, 3)) * scaling  # (B, KV, group * S, T)
+    q = query.reshape(b, groups, -1, head_dim) * scaling  # (B, KV, group * S, hd)
+    scores = torch.matmul(q, key.transpose(2, 3))  # (B, KV, group * S, T)
     scores = scores.reshape(b, heads, -1, key.shape[2])  # (B, H, S, T)
     if attention_mask is not None:
         scores = scores + attention_mask[:, :, :, : key.shape[2]]
