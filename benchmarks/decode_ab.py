@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def prefill_times(runtimes: dict, tokens: int, runs: int) -> dict[str, list[float]]:
+def prefill_times(runtimes: dict, tokens: int, runs: int, seed: int = 0) -> dict[str, list[float]]:
     """Seconds per prefill of ``tokens`` random tokens from an empty cache, alternating between runtimes."""
-    ids = np.random.default_rng(len(runtimes)).integers(0, 150000, tokens).tolist()
+    ids = np.random.default_rng(seed).integers(0, 150000, tokens).tolist()
     embeds = {name: rt.prompt.embed(ids) for name, rt in runtimes.items()}
     times: dict[str, list[float]] = {name: [] for name in runtimes}
     for i in range(runs + 1):  # the first round warms up

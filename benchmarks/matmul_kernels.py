@@ -3,8 +3,8 @@
 For each kernel the exporter can choose, one ONNX graph holds every weight product of the edge-0.5b
 decoder in order (per layer q/k/v as one product, o, gate/up as one, down, as the export writes
 them, joined by the Split / Mul / Add / LayerNorm that keep values bounded; the lm_head once, on
-the last position, since the runtime asks for that position's logits only) and nothing else: no attention, no KV cache, no rotary. It runs at M = 1
-(one decoded token) and M = the prefill length. That is the floor a whole decoder graph can reach
+the last position, since the runtime asks for that position's logits only) and nothing else: no
+attention, no KV cache, no rotary. It runs at M = 1 (one decoded token) and M = the prefill length. That is the floor a whole decoder graph can reach
 with the kernel: decode ms/token against the memory roofline (weight bytes / STREAM copy
 bandwidth), prefill GFLOP/s against the best kernel. Rounds are interleaved (every graph once per
 round), so the ratios hold on a shared machine; the absolute figures drift with it.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from exo2ego_edge.perf.harness import synthetic_clip
     from exo2ego_edge.runtime import video
-    from exo2ego_edge.runtime.sysinfo import cpu_model
+    from exo2ego_edge.runtime.sysinfo import cpu_model, usable_cores
 
     work = Path(tempfile.mkdtemp())
     clips = {"640x480 H.264, 1 keyframe (bench's clip)": synthetic_clip(work / "bench.mp4"),
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
             fn()
             times[clip, what].append((time.perf_counter() - t0) * 1e3)
     p50 = {key: float(np.median(v)) for key, v in times.items()}
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     lines = ["# Video decoding by FFmpeg thread type", "",
              f"{made_by('video_threads.py', argv)} (p50 of {args.rounds} interleaved rounds; {cpu_model()}, "
              f"{cores} usable cores; PyAV {av.__version__}). The runtime's choice here "

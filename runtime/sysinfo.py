@@ -76,6 +76,12 @@ def int8_isa() -> list[str] | None:
     return [f for f in INT8_ISA if f in flags] if flags else None
 
 
+def usable_cores() -> int:
+    """Logical CPUs this process may run on: its affinity mask (a container's cpuset, ``taskset``),
+    where the OS has one, else every CPU."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def physical_cores() -> int | None:
     """Physical cores (what BLAS and ONNX Runtime size their thread pools on), if known."""
     try:

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from exo2ego_edge.runtime.errors import VideoError
+from exo2ego_edge.runtime.sysinfo import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,7 @@ def thread_type(codec: str) -> str:
     frames in flight. With two cores, H.264 clips sampled 1.1-1.5x faster on slice threads alone,
     while HEVC decoded as fast or faster on AUTO (benchmarks/results/video_threads.md), so only
     H.264 on at most two cores gets slice threads."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return "SLICE" if codec == "h264" and cores <= 2 else "AUTO"
+    return "SLICE" if codec == "h264" and usable_cores() <= 2 else "AUTO"
 
 
 @dataclass(frozen=True)
